@@ -1,0 +1,1 @@
+"""Triton kernels for sj-glif, installed as ``sj_glif.kernels``."""
