@@ -64,7 +64,7 @@ def surrogate_grad(z: torch.Tensor, sid: int, alpha: float) -> torch.Tensor:
         d = z.abs() + 1.0
         return alpha / (d * d)
     if sid == 6:
-        return (alpha / math.sqrt(math.pi)) * torch.exp(-(alpha * z) ** 2)
+        return (alpha / math.sqrt(math.pi)) * torch.exp(-((alpha * z) ** 2))
     if sid == 7:
         return alpha * (z.abs() < 0.5 / alpha).to(z.dtype)
     raise ValueError(f"unknown surrogate id {sid}; expected one of {sorted(SURROGATES)}")

@@ -1,0 +1,357 @@
+"""``GLIFNode``: the Gated LIF neuron as a SpikingJelly 2.0 node."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from spikingjelly.activation_based import neuron, surrogate
+from torch import Tensor, nn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import UninitializedParameter, is_lazy
+
+from .ops import BACKENDS, glif_multi_step
+from .reference import GATE_MODES, compute_dtype
+
+__all__ = ["GLIFNode"]
+
+_PARAMS = ("alpha", "beta", "gamma", "tau", "v_threshold", "linear_decay", "v_subreset", "conduct")
+_GATES = ("alpha", "beta", "gamma")
+
+# keywords other SpikingJelly neurons take that have no meaning for GLIF, with the reason
+_FOREIGN_KWARGS = {
+    "v_threshold": "GLIF learns its threshold per channel in (0, 1); use init_v_threshold=",
+    "tau": "GLIF learns its decay per channel; use init_tau= (the decay factor in (0, 1))",
+    "v_reset": "GLIF's reset is a learned mix of hard and soft reset (gate gamma); "
+    "there is no fixed v_reset",
+    "decay_input": "GLIF gates its input with the learned conductance (beta, conduct)",
+    "inplane": "use channels= (or channel_wise=False for layer-wise GLIF)",
+}
+
+
+def _logit(p: float, name: str) -> float:
+    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 < p < 1.0:
+        raise ValueError(
+            f"{name} is a value after sigmoid and must be a float in (0, 1), got {p!r}"
+        )
+    return math.log(p / (1.0 - p))
+
+
+class GLIFNode(LazyModuleMixin, neuron.BaseNode):
+    """Gated LIF neuron (Yao et al., NeurIPS 2022), channel-wise or layer-wise.
+
+    Each time step (``a, b, g`` gates, all effective values ``sigmoid(raw)``)::
+
+        u_t = (1 - a(1 - tau)) u_{t-1} (1 - g s_{t-1}) - (1 - a) V_L
+              + (1 - b(1 - k_t)) x_t - (1 - g) V_R s_{t-1}
+        s_t = H(u_t - theta)          # H(z) = 1 if z >= 0 (SpikingJelly's convention)
+
+    Use it wherever SpikingJelly takes a neuron class, e.g.
+    ``spiking_resnet18(spiking_neuron=GLIFNode, T=4, surrogate_function=surrogate.Rect())``.
+
+    Args:
+        T: number of time steps; ``conduct`` has one row per step. ``None`` (default):
+            inferred from the first multi-step input's length ('s' mode requires T).
+        channels: channel count; ``None`` (default): inferred from the first input.
+        channel_wise: per-channel parameters ``[C]`` (default True) or layer-wise ``[]``.
+        channel_dim: channel axis of one step's tensor (default 1: ``[B, C, H, W]`` and
+            ``[B, C]``; -1 for token layouts ``[B, N, C]``).
+        init_tau: initial decay factor tau (default 0.25).
+        init_v_threshold: initial threshold theta (default 0.5).
+        init_linear_decay: initial V_L (default ``init_v_threshold / (2 T)``).
+        init_v_subreset: initial soft-reset amount V_R (default ``init_v_threshold``).
+        init_conduct: initial conductance k_t (default 0.5).
+        init_gate_range: raw gates are drawn from U(-r, r) (default 0.1, so gates ~ 0.5).
+        gate_mode: ``"soft"`` (default), ``"hard"`` (binary gates, straight-through),
+            ``"static_soft"``, ``"static_hard"`` (frozen gates), or ``"coarse"`` (GLIF_f:
+            no gates).
+        surrogate_function: SpikingJelly surrogate (default ``surrogate.Sigmoid()``).
+            Sigmoid, ATan, PiecewiseQuadratic, PiecewiseExp, SoftSign, SuperSpike, Erf and
+            Rect are fused; any other runs the autograd reference (with a warning).
+        detach_reset: detach the previous spike in the reset terms (default False).
+        step_mode: ``"s"`` (default) or ``"m"``.
+        store_v_seq: keep the membrane sequence in ``self.v_seq`` (default False).
+        backend: ``"auto"`` (default), ``"triton"`` or ``"torch"``.
+
+    Shapes: 's' mode input ``[*step]``, 'm' mode ``[T, *step]``; channel at ``channel_dim``
+    of the step. Spikes come out in the input dtype; the state (``v``, ``spike``) is
+    float32 (float64 for float64 input). Memories: ``v``, ``spike``, ``step``.
+
+    Lazy parameters follow PyTorch's lazy modules: run one forward (or
+    :func:`sj_glif.materialize`) before creating the optimizer.
+
+    Example::
+
+        >>> node = GLIFNode(step_mode="m")
+        >>> node(torch.rand(4, 2, 8, 5, 5)).shape       # T=4, C=8 inferred
+        torch.Size([4, 2, 8, 5, 5])
+    """
+
+    cls_to_become = None
+
+    def __init__(
+        self,
+        T: int | None = None,
+        channels: int | None = None,
+        *,
+        channel_wise: bool = True,
+        channel_dim: int = 1,
+        init_tau: float = 0.25,
+        init_v_threshold: float = 0.5,
+        init_linear_decay: float | None = None,
+        init_v_subreset: float | None = None,
+        init_conduct: float = 0.5,
+        init_gate_range: float = 0.1,
+        gate_mode: str = "soft",
+        surrogate_function: Any = None,
+        detach_reset: bool = False,
+        step_mode: str = "s",
+        store_v_seq: bool = False,
+        backend: str = "auto",
+        **kwargs: Any,
+    ) -> None:
+        for key in kwargs:
+            hint = _FOREIGN_KWARGS.get(key, "not a GLIFNode argument")
+            raise TypeError(f"GLIFNode got an unexpected keyword argument {key!r}: {hint}")
+        if T is not None and (not isinstance(T, int) or isinstance(T, bool) or T < 1):
+            raise ValueError(f"T must be a positive int or None, got {T!r}")
+        if channels is not None and (
+            not isinstance(channels, int) or isinstance(channels, bool) or channels < 1
+        ):
+            raise ValueError(f"channels must be a positive int or None, got {channels!r}")
+        if not isinstance(channel_dim, int) or isinstance(channel_dim, bool):
+            raise TypeError(f"channel_dim must be an int, got {channel_dim!r}")
+        if gate_mode not in GATE_MODES:
+            raise ValueError(f"gate_mode must be one of {GATE_MODES}, got {gate_mode!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if not isinstance(detach_reset, bool):
+            raise TypeError(f"detach_reset must be a bool, got {detach_reset!r}")
+        if not isinstance(init_gate_range, (int, float)) or init_gate_range < 0:
+            raise ValueError(f"init_gate_range must be a float >= 0, got {init_gate_range!r}")
+        raw_init = {
+            "tau": _logit(init_tau, "init_tau"),
+            "v_threshold": _logit(init_v_threshold, "init_v_threshold"),
+            "v_subreset": _logit(
+                init_v_threshold if init_v_subreset is None else init_v_subreset,
+                "init_v_subreset",
+            ),
+            "conduct": _logit(init_conduct, "init_conduct"),
+        }
+        if init_linear_decay is not None:
+            raw_init["linear_decay"] = _logit(init_linear_decay, "init_linear_decay")
+        super().__init__(
+            v_threshold=1.0,  # BaseNode wants a float; replaced by the learnable parameter
+            v_reset=None,
+            surrogate_function=surrogate.Sigmoid() if surrogate_function is None
+            else surrogate_function,
+            detach_reset=detach_reset,
+            step_mode=step_mode,
+            store_v_seq=store_v_seq,
+        )  # fmt: skip
+        del self.v_threshold
+        self.register_memory("spike", 0.0)
+        self.register_memory("step", 0)
+        self.channel_wise = channel_wise
+        self.channel_dim = channel_dim
+        self.gate_mode = gate_mode
+        self.backend = backend
+        self.init_gate_range = float(init_gate_range)
+        self._init_v_threshold = init_v_threshold
+        self._raw_init = raw_init
+        self._T = T
+        self._channels = channels if channel_wise else None
+
+        for name in _PARAMS:
+            if gate_mode == "coarse" and name in _GATES:
+                self.register_parameter(name, None)
+                continue
+            frozen = gate_mode.startswith("static") and name in _GATES
+            self.register_parameter(name, UninitializedParameter(requires_grad=not frozen))
+        self._materialize(channels=self._channels, T=T)
+
+    # ------------------------------------------------------------------ shapes
+
+    @property
+    def T(self) -> int | None:
+        """Time steps (rows of ``conduct``), or None until known."""
+        return self._T if is_lazy(self.conduct) else self.conduct.shape[0]
+
+    @property
+    def channels(self) -> int | None:
+        """Channel count (None if layer-wise or not yet known)."""
+        if not self.channel_wise:
+            return None
+        return self._channels if is_lazy(self.tau) else self.tau.shape[0]
+
+    def _materialize(self, channels: int | None, T: int | None) -> None:
+        """Materialize whichever lazy parameters ``channels`` and ``T`` determine."""
+        if self.channel_wise and channels is None:
+            return
+        cshape = (channels,) if self.channel_wise else ()
+        with torch.no_grad():
+            for name in _PARAMS:
+                p = getattr(self, name)
+                if p is None or not is_lazy(p):
+                    continue
+                if name == "conduct" or (name == "linear_decay" and name not in self._raw_init):
+                    if T is None:
+                        continue
+                if name == "conduct":
+                    p.materialize((T, *cshape))
+                else:
+                    p.materialize(cshape)
+                if name in _GATES:
+                    p.uniform_(-self.init_gate_range, self.init_gate_range)
+                elif name == "linear_decay" and name not in self._raw_init:
+                    p.fill_(_logit(self._init_v_threshold / (2 * T), "init_linear_decay"))
+                else:
+                    p.fill_(self._raw_init[name])
+
+    def _check_input(self, x: Tensor, step_mode: str) -> None:
+        """Checks done before lazy initialisation, so a bad first call changes nothing."""
+        if not isinstance(x, Tensor):
+            raise TypeError(f"GLIFNode input must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(
+                "GLIFNode input must be a floating tensor (float16, bfloat16, float32, "
+                f"float64), got {x.dtype}"
+            )
+        step_nd = x.dim() - (1 if step_mode == "m" else 0)
+        if step_nd < 1:
+            want = "[T, *step]" if step_mode == "m" else "[*step]"
+            raise ValueError(
+                f"GLIFNode in step_mode={step_mode!r} expects {want} with at least one step "
+                f"dimension, got shape {tuple(x.shape)}"
+            )
+        if self.channel_wise and not -step_nd <= self.channel_dim < step_nd:
+            raise ValueError(
+                f"channel_dim={self.channel_dim} is out of range for a step of shape "
+                f"{tuple(x.shape[x.dim() - step_nd :])} "
+                f"(expected {-step_nd} <= channel_dim < {step_nd})"
+            )
+
+    def initialize_parameters(self, x: Tensor, *args: Any, **kwargs: Any) -> None:
+        """Lazy-module hook: infer ``channels`` and ``T`` from the first input."""
+        if not self.has_uninitialized_params():
+            return
+        mode = self.step_mode
+        self._check_input(x, mode)
+        step = x[0] if mode == "m" else x
+        channels = self.channels
+        if self.channel_wise and channels is None:
+            channels = step.shape[self.channel_dim]
+        T = self.T
+        if T is None:
+            if mode != "m":
+                raise ValueError(
+                    "GLIFNode in single-step mode needs T (the number of time steps) at "
+                    "construction, e.g. GLIFNode(T=4); only multi-step mode infers it"
+                )
+            T = x.shape[0]
+        self._materialize(channels=channels, T=T)
+
+    # ------------------------------------------------------------------ functional contract
+
+    def params(self) -> dict[str, Tensor | None]:
+        """The raw parameters by name (gates are None in ``"coarse"`` mode)."""
+        return {name: getattr(self, name) for name in _PARAMS}
+
+    def materialize_states(
+        self, inputs: tuple[Tensor, ...], states: tuple[object, ...], step_mode: str
+    ) -> tuple[object, ...]:
+        x = inputs[0]
+        self._check_input(x, step_mode)
+        step = x[0] if step_mode == "m" else x
+        cdt = compute_dtype(x.dtype)
+        v, spike, t = states
+        return (
+            self._state(v, step, cdt, "v"),
+            self._state(spike, step, cdt, "spike"),
+            t,
+        )
+
+    @staticmethod
+    def _state(value: object, step: Tensor, cdt: torch.dtype, name: str) -> Tensor:
+        if isinstance(value, (int, float)):
+            return torch.full(step.shape, float(value), dtype=cdt, device=step.device)
+        if not isinstance(value, Tensor):
+            raise TypeError(f"state {name} must be a tensor or a float, got {type(value)}")
+        if value.shape != step.shape:
+            raise ValueError(
+                f"GLIFNode state {name} has shape {tuple(value.shape)} but one input step has "
+                f"shape {tuple(step.shape)}; call functional.reset_net(net) between "
+                "independent batches"
+            )
+        return value.to(device=step.device, dtype=cdt)
+
+    def _run(self, x_seq: Tensor, states: tuple[object, ...], store_v_seq: bool):
+        if self.has_uninitialized_params():
+            raise RuntimeError(
+                "GLIFNode has lazy parameters that are not materialized yet: call the module "
+                "once (or sj_glif.materialize(model, example_input)) before functional use"
+            )
+        v, spike, t = states
+        out = glif_multi_step(
+            x_seq,
+            v,
+            spike,
+            **self.params(),
+            t0=int(t),
+            channel_dim=self.channel_dim if self.channel_wise else 0,
+            gate_mode=self.gate_mode,
+            surrogate_function=self.surrogate_function,
+            detach_reset=self.detach_reset,
+            store_v_seq=store_v_seq,
+            backend=self.backend,
+        )
+        return out, (out.v_last, out.s_last, int(t) + x_seq.shape[0])
+
+    def single_step_functional_forward(
+        self, inputs: tuple[Tensor, ...], states: tuple[object, ...], **kwargs: object
+    ) -> tuple[tuple[Tensor, ...], tuple[object, ...]]:
+        out, new_states = self._run(inputs[0].unsqueeze(0), states, store_v_seq=False)
+        return (out.spike_seq[0],), new_states
+
+    def multi_step_functional_forward(
+        self, inputs: tuple[Tensor, ...], states: tuple[object, ...], **kwargs: object
+    ) -> tuple[tuple[Tensor, ...], tuple[object, ...]]:
+        out, new_states = self._run(inputs[0], states, store_v_seq=False)
+        return (out.spike_seq,), new_states
+
+    def multi_step_forward(self, x_seq: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        states = self.materialize_states((x_seq,), tuple(self._memories.values()), "m")
+        out, new_states = self._run(x_seq, states, store_v_seq=self.store_v_seq)
+        for name, value in zip(self._memories, new_states, strict=True):
+            self._memories[name] = value
+        if self.store_v_seq:
+            self.v_seq = out.v_seq
+        return out.spike_seq
+
+    def extra_repr(self) -> str:
+        shape = f"channels={self.channels}" if self.channel_wise else "layer_wise"
+        return (
+            f"T={self.T}, {shape}, channel_dim={self.channel_dim}, gate_mode={self.gate_mode!r}, "
+            f"detach_reset={self.detach_reset}, step_mode={self.step_mode!r}, "
+            f"backend={self.backend!r}, surrogate={self.surrogate_function}"
+        )
+
+    # ------------------------------------------------------------------ interop
+
+    @classmethod
+    def from_gated_lif(cls, node: nn.Module, **kwargs: Any) -> GLIFNode:
+        """A GLIFNode with the parameters (copied) and surrogate of SpikingJelly's
+        ``GatedLIFNode`` ``node``. ``kwargs`` override GLIFNode arguments."""
+        tau = node.tau
+        args: dict[str, Any] = dict(
+            T=node.T,
+            channels=tau.shape[0] if tau.dim() == 1 else None,
+            channel_wise=tau.dim() == 1,
+            surrogate_function=node.surrogate_function,
+            step_mode=node.step_mode,
+        )
+        args.update(kwargs)
+        new = cls(**args)
+        new.load_state_dict(node.state_dict())
+        return new.to(tau.device)
