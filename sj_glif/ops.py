@@ -187,6 +187,7 @@ def _coefficients(
             R=(1 - g) * sig["vr"],
             K=1 - b * (1 - sig["k"]),
         )
+    c["GhD"] = c["Gh"] * c["D"]
     c["theta"] = sig["theta"]
     c["sig"] = sig
     return c
@@ -211,79 +212,121 @@ def _channel_sum(t: Tensor, cd: int, layerwise: bool) -> Tensor:
 
 def _torch_fwd(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,
                conduct, t0, channel_dim, gate_mode, store_u):  # fmt: skip
+    # Per step, in place into preallocated step buffers: on the CPU a fresh step-sized
+    # tensor per op costs more than the arithmetic (allocator page faults).
+    # u = D v - s (Gh D v + R) + K_t x_t - L
     T, nd, cdt = x.shape[0], x.dim() - 1, compute_dtype(x.dtype)
     c = _coefficients(alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,
                       conduct[t0 : t0 + T], gate_mode, cdt)  # fmt: skip
-    D, Gh, L, R, theta = (_step_view(c[n], nd, channel_dim) for n in ("D", "Gh", "L", "R", "theta"))
+    D, GhD, L, R, theta = (
+        _step_view(c[n], nd, channel_dim) for n in ("D", "GhD", "L", "R", "theta")
+    )
     spike_seq = torch.empty_like(x, memory_format=torch.contiguous_format)
     u_seq = torch.empty(x.shape, dtype=cdt, device=x.device) if store_u else None
-    v, s = v0.to(cdt), s0.to(cdt)
+    v = v0.to(cdt)
+    s = s0.to(cdt, copy=True)
+    reset = torch.empty_like(s)
+    fired = torch.empty(s.shape, dtype=torch.bool, device=x.device)
+    pair = None if store_u else (torch.empty_like(s), torch.empty_like(s))
     for t in range(T):
-        k = _step_view(c["K"][t], nd, channel_dim)
-        u = torch.mul(D, v, out=u_seq[t]) if store_u else D * v
-        u.mul_(1 - Gh * s)
-        u.addcmul_(k, x[t].to(cdt)).sub_(L).addcmul_(R, s, value=-1)
-        spike = u >= theta
-        spike_seq[t] = spike
-        s = spike.to(cdt)
+        u = u_seq[t] if store_u else pair[t % 2]
+        torch.mul(D, v, out=u)
+        torch.addcmul(R, GhD, v, out=reset)
+        u.addcmul_(reset, s, value=-1)
+        u.addcmul_(_step_view(c["K"][t], nd, channel_dim), x[t].to(cdt)).sub_(L)
+        torch.ge(u, theta, out=fired)
+        spike_seq[t].copy_(fired)
+        s.copy_(fired)
         v = u
     v_last = v.clone() if store_u else v
     return spike_seq, v_last, (u_seq if store_u else x.new_empty(0, dtype=cdt))
+
+
+def _surrogate_grad_(z: Tensor, sid: int, alpha: float, tmp: Tensor) -> Tensor:
+    """``sg(z)`` computed in place in ``z`` for the common surrogates (``tmp``: scratch)."""
+    if sid == 0:  # alpha * sig * (1 - sig), sig = sigmoid(alpha z)
+        z.mul_(alpha).sigmoid_()
+        torch.mul(z, z, out=tmp)
+        return z.sub_(tmp).mul_(alpha)
+    if sid == 7:  # alpha where |z| < 0.5 / alpha
+        return z.abs_().lt_(0.5 / alpha).mul_(alpha)
+    return z.copy_(surrogate_grad(z, sid, alpha))
 
 
 def _torch_bwd(grad_spike, grad_v_last, grad_u_seq, x, v0, s0, u_seq, alpha, beta, gamma, tau,
                v_threshold, linear_decay, v_subreset, conduct, t0, channel_dim, gate_mode,
                surrogate_id, sg_alpha, detach_reset):  # fmt: skip
     T, nd, cdt = x.shape[0], x.dim() - 1, compute_dtype(x.dtype)
+    if u_seq.numel() == 0:  # the torch path keeps no membrane stream: recompute it
+        u_seq = _torch_fwd(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay,
+                           v_subreset, conduct, t0, channel_dim, gate_mode, True)[2]  # fmt: skip
     layerwise = tau.dim() == 0
     c = _coefficients(alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,
                       conduct[t0 : t0 + T], gate_mode, cdt)  # fmt: skip
-    D, Gh, R, theta = (_step_view(c[n], nd, channel_dim) for n in ("D", "Gh", "R", "theta"))
-    GhD = Gh * D
+    D, GhD, R, theta = (_step_view(c[n], nd, channel_dim) for n in ("D", "GhD", "R", "theta"))
     dx = torch.empty_like(x, memory_format=torch.contiguous_format)
-    zeros = torch.zeros(x.shape[1:], dtype=cdt, device=x.device)
-    gv = grad_v_last.to(cdt) if grad_v_last is not None else zeros
-    gs = zeros
-    acc_d, acc_gh, acc_l, acc_r, acc_th = (zeros.clone() for _ in range(5))
+
+    def buf() -> Tensor:
+        return torch.zeros(x.shape[1:], dtype=cdt, device=x.device)
+
+    # du: dL/du_t (starts as the gradient of the final membrane); gs_neg: -dL/ds_t from
+    # the future; acc_*: per-element sums over time reduced per channel at the end
+    du = grad_v_last.to(cdt, copy=True) if grad_v_last is not None else buf()
+    gs_neg, sg, ds, dup, tmp, s_prev = buf(), buf(), buf(), buf(), buf(), buf()
+    acc_up, acc_ups, acc_u, acc_us, acc_th = buf(), buf(), buf(), buf(), buf()
+    fired = torch.empty(s_prev.shape, dtype=torch.bool, device=x.device)
     d_k = []
     for t in range(T - 1, -1, -1):
-        u = u_seq[t]
         if t > 0:
             u_prev = u_seq[t - 1]
-            s_prev = (u_prev >= theta).to(cdt)
+            torch.ge(u_prev, theta, out=fired)
+            s_prev.copy_(fired)
         else:
-            u_prev, s_prev = v0.to(cdt), s0.to(cdt)
-        sgds = surrogate_grad(u - theta, surrogate_id, sg_alpha).mul_(grad_spike[t].to(cdt) + gs)
-        du = gv + sgds
+            u_prev = v0.to(cdt)
+            s_prev.copy_(s0)
+        torch.sub(u_seq[t], theta, out=sg)
+        _surrogate_grad_(sg, surrogate_id, sg_alpha, tmp)
+        torch.sub(grad_spike[t], gs_neg, out=ds)
+        du.addcmul_(sg, ds)  # du = gv + sg * ds
         if grad_u_seq is not None:
-            du.add_(grad_u_seq[t].to(cdt))
-        acc_th.add_(sgds)
-        k = _step_view(c["K"][t], nd, channel_dim)
-        dx[t] = k * du
-        d_k.append(_channel_sum(du * x[t].to(cdt), channel_dim, layerwise))
-        hr = 1 - Gh * s_prev
-        du_up = du * u_prev
-        acc_d.addcmul_(du_up, hr)
-        acc_gh.addcmul_(du_up, s_prev)
-        acc_l.add_(du)
-        acc_r.addcmul_(du, s_prev)
-        gv = du * D * hr
-        gs = zeros if detach_reset else -(du_up * GhD + du * R)
+            du.add_(grad_u_seq[t])
+        acc_th.addcmul_(sg, ds)
+        torch.mul(du, _step_view(c["K"][t], nd, channel_dim), out=dx[t])
+        torch.mul(du, x[t], out=tmp)
+        d_k.append(_channel_sum(tmp, channel_dim, layerwise))
+        torch.mul(du, u_prev, out=dup)
+        acc_up.add_(dup)
+        acc_ups.addcmul_(dup, s_prev)
+        acc_u.add_(du)
+        torch.mul(du, s_prev, out=tmp)
+        acc_us.add_(tmp)
+        if detach_reset:
+            gs_neg.zero_()
+        else:  # -ds_{t-1} = du (Gh D u_prev + R)
+            torch.mul(du, R, out=gs_neg)
+            gs_neg.addcmul_(dup, GhD)
+        # gv_{t-1} = du D (1 - Gh s_prev) = D du - Gh D du s_prev
+        du.mul_(D).addcmul_(tmp, GhD, value=-1)
+
+    def csum(a: Tensor) -> Tensor:
+        return _channel_sum(a, channel_dim, layerwise)
+
+    s_up, s_ups = csum(acc_up), csum(acc_ups)
     sums = {
-        n: _channel_sum(acc, channel_dim, layerwise)
-        for n, acc in (("D", acc_d), ("Gh", acc_gh), ("L", acc_l), ("R", acc_r), ("theta", acc_th))
+        "D": s_up - c["Gh"] * s_ups,  # sum du u_prev (1 - Gh s_prev)
+        "Gh": -c["D"] * s_ups,
+        "L": -csum(acc_u),
+        "R": -csum(acc_us),
+        "theta": -csum(acc_th),
+        "K": torch.stack(d_k[::-1]),
     }
-    # signs and the -D factor were left out of the per-element accumulation
-    sums["Gh"] = -sums["Gh"] * c["D"]
-    sums["L"], sums["R"], sums["theta"] = -sums["L"], -sums["R"], -sums["theta"]
-    sums["K"] = torch.stack(d_k[::-1])
     grads = _raw_grads(sums, c, gate_mode)
     d_conduct = torch.zeros_like(conduct)
     d_conduct[t0 : t0 + T] = grads.pop("conduct")
     params = dict(alpha=alpha, beta=beta, gamma=gamma, tau=tau, v_threshold=v_threshold,
                   linear_decay=linear_decay, v_subreset=v_subreset)  # fmt: skip
     out = [grads[n].to(p.dtype) if n in grads else torch.zeros_like(p) for n, p in params.items()]
-    return (dx, gv, gs, *out, d_conduct)
+    return (dx, du, gs_neg.neg_(), *out, d_conduct)
 
 
 def _raw_grads(sums: dict[str, Tensor], c: dict, gate_mode: int) -> dict[str, Tensor]:
@@ -426,12 +469,12 @@ def _setup_context(ctx, inputs, output):
 
 
 def _backward(ctx, grad_spike, grad_v_last, grad_u_seq):
-    if not ctx.stored_u:
-        raise RuntimeError(
-            "sj_glif::glif_fwd ran with store_u=False, which keeps no membrane for backward; "
-            "call glif_multi_step (it sets store_u when gradients are needed)"
-        )
     x, v0, s0, u_seq, *params = ctx.saved_tensors
+    if not ctx.stored_u and ctx.flags[-1] == "triton":
+        raise RuntimeError(
+            "sj_glif::glif_fwd ran the Triton kernels with store_u=False, which keeps no "
+            "membrane for backward; call glif_multi_step (it sets store_u when needed)"
+        )
     if grad_spike is None:
         grad_spike = torch.zeros_like(x)
     grads = _glif_bwd_op(grad_spike, grad_v_last, grad_u_seq, x, v0, s0, u_seq, *params,
@@ -615,7 +658,9 @@ def glif_multi_step(
         or s0.requires_grad
         or any(p.requires_grad for p in params.values())
     )
-    store_u = bool(store_v_seq or needs_grad)
+    # the Triton backward reads the saved membrane stream; the torch backward recomputes
+    # it from the input, so training keeps only x (and the initial state) alive
+    store_u = bool(store_v_seq or (needs_grad and impl == "triton"))
     spike_seq, v_last, u_seq = _glif_fwd_op(
         x_seq, v0, s0, *params.values(), t0, cd, _GATE_IDS[gate_mode], sid, sg_alpha,
         detach_reset, store_u, impl,
