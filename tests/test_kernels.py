@@ -1,0 +1,474 @@
+"""The Triton launchers ``glif_fwd``/``glif_bwd`` against the autograd reference.
+
+Without CUDA the kernels run under Triton's interpreter on CPU tensors (see
+``conftest.py``), so shapes are tiny. Every comparison covers all outputs and all
+gradients from one scalar loss over spikes, membranes, the final membrane and the
+final spike. Buffers the launchers allocate are poisoned with NaN, so an element a
+kernel forgets to write shows up as a mismatch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pytest
+import sj_glif.kernels.glif as glif
+import torch
+from spikingjelly.activation_based import surrogate
+
+from sj_glif.reference import channel_view, compute_dtype, glif_reference
+from sj_glif.surrogates import fused_surrogate
+
+GATE_IDS = {"soft": 0, "hard": 1, "coarse": 2}
+PARAM_NAMES = ("alpha", "beta", "gamma", "tau", "v_threshold", "linear_decay", "v_subreset")
+GRAD_NAMES = ("x", "v0", "s0", *PARAM_NAMES, "conduct")
+SURROGATES = [
+    surrogate.Sigmoid(),
+    surrogate.ATan(),
+    surrogate.PiecewiseQuadratic(),
+    surrogate.PiecewiseExp(),
+    surrogate.SoftSign(),
+    surrogate.SuperSpike(),
+    surrogate.Erf(),
+    surrogate.Rect(alpha=1.0),
+]
+F64_TOL = {"atol": 1e-10, "rtol": 1e-10}
+
+
+@pytest.fixture(autouse=True)
+def nan_poisoned_buffers(monkeypatch):
+    """Every buffer the launchers allocate starts as NaN."""
+
+    def empty_nan(*args, **kwargs):
+        t = torch.empty(*args, **kwargs)
+        return t.fill_(math.nan) if t.is_floating_point() else t
+
+    monkeypatch.setattr(glif, "_empty", empty_nan)
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """Tiles of 4 elements: many programs along every axis, masks and partial sums exercised."""
+    monkeypatch.setattr(glif, "_TILE", 4)
+    monkeypatch.setattr(glif, "_MIN_POSITIONS", 2)
+
+
+@dataclass
+class Case:
+    x: torch.Tensor
+    v0: torch.Tensor
+    s0: torch.Tensor
+    params: list[torch.Tensor]
+    conduct: torch.Tensor
+    t0: int = 0
+    channel_dim: int = 1
+    gate: str = "soft"
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def cast(self, dtype: torch.dtype) -> Case:
+        """The same case with input ``x`` in ``dtype`` (state and weights in its compute dtype)."""
+        cdt = compute_dtype(dtype)
+        w = {k: v.to(dtype if k == "spike" else cdt) for k, v in self.weights.items()}
+        return Case(
+            self.x.to(dtype),
+            self.v0.to(cdt),
+            self.s0.to(cdt),
+            [p.float() for p in self.params],
+            self.conduct.float(),
+            self.t0,
+            self.channel_dim,
+            self.gate,
+            w,
+        )
+
+
+def make_case(
+    step: tuple[int, ...],
+    channel_dim: int,
+    T: int,
+    *,
+    gate: str = "soft",
+    layerwise: bool = False,
+    t0: int = 0,
+    extra_rows: int = 0,
+    seed: int = 0,
+) -> Case:
+    """A float64 case whose raw parameters and inputs make neurons spike and reset."""
+    g = torch.Generator().manual_seed(seed)
+    f64 = torch.float64
+
+    def randn(*shape, mean=0.0, std=1.0):
+        return torch.randn(shape, generator=g, dtype=f64) * std + mean
+
+    C = step[channel_dim]
+    pshape = () if layerwise else (C,)
+    params = [
+        randn(*pshape),  # alpha
+        randn(*pshape),  # beta
+        randn(*pshape),  # gamma
+        randn(*pshape, mean=0.5),  # tau
+        -torch.rand(pshape, generator=g, dtype=f64),  # v_threshold: theta in (0.27, 0.5)
+        randn(*pshape, mean=-2.5, std=0.5),  # linear_decay
+        randn(*pshape, mean=-0.5),  # v_subreset
+    ]
+    rows = t0 + T + extra_rows
+    conduct = randn(rows) if layerwise else randn(rows, C)
+    x = randn(T, *step, mean=0.8)
+    v0 = randn(*step, mean=0.2, std=0.3)
+    s0 = (torch.rand(step, generator=g) > 0.5).to(f64)
+    weights = {
+        "spike": randn(T, *step),
+        "u": randn(T, *step),
+        "v_last": randn(*step),
+        "s_last": randn(*step),
+    }
+    return Case(x, v0, s0, params, conduct, t0, channel_dim, gate, weights)
+
+
+def run_reference(case: Case, sg, detach_reset: bool = False, keep=None):
+    """Reference outputs and the gradients of the scalar loss w.r.t. every input."""
+    leaves = [case.x, case.v0, case.s0, *case.params, case.conduct]
+    leaves = [t.detach().clone().requires_grad_() for t in leaves]
+    spike, u_seq, v_last, s_last = glif_reference(
+        *leaves,
+        surrogate_function=sg,
+        t0=case.t0,
+        channel_dim=case.channel_dim,
+        gate_mode=case.gate,
+        detach_reset=detach_reset,
+    )
+    w = case.weights
+    loss = (
+        (spike * w["spike"]).sum()
+        + (u_seq * w["u"]).sum()
+        + (v_last * w["v_last"]).sum()
+        + (s_last * w["s_last"]).sum()
+    )
+    grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+    grads = [torch.zeros_like(t) if gr is None else gr for t, gr in zip(leaves, grads, strict=True)]
+    outs = {"spike": spike.detach(), "u": u_seq.detach(), "v_last": v_last.detach()}
+    return outs, dict(zip(GRAD_NAMES, grads, strict=True))
+
+
+def run_kernel(case: Case, sg, detach_reset: bool = False, *, grad_spike=None, has_gu=True):
+    """Launcher outputs and gradients for the same loss as :func:`run_reference`."""
+    sid, sg_alpha = fused_surrogate(sg)
+    common = dict(t0=case.t0, channel_dim=case.channel_dim, gate_mode=GATE_IDS[case.gate])
+    args = (*case.params, case.conduct)
+    spike, v_last, u_seq = glif.glif_fwd(
+        case.x, case.v0, case.s0, *args, surrogate_id=sid, sg_alpha=sg_alpha, store_u=True, **common
+    )
+    w = case.weights
+    if grad_spike is None:
+        grad_spike = w["spike"].to(v_last.dtype).clone()
+        grad_spike[-1] += w["s_last"]
+    grads = glif.glif_bwd(
+        grad_spike,
+        w["v_last"],
+        w["u"] if has_gu else None,
+        case.x,
+        case.v0,
+        case.s0,
+        u_seq,
+        *args,
+        surrogate_id=sid,
+        sg_alpha=sg_alpha,
+        detach_reset=detach_reset,
+        **common,
+    )
+    outs = {"spike": spike, "u": u_seq, "v_last": v_last}
+    return outs, dict(zip(GRAD_NAMES, grads, strict=True))
+
+
+def assert_close(got: dict, want: dict, **tol):
+    for name, ref in want.items():
+        out = got[name]
+        assert out.shape == ref.shape, (name, out.shape, ref.shape)
+        assert out.dtype == ref.dtype, (name, out.dtype, ref.dtype)
+        assert not out.isnan().any(), f"{name}: NaN (unwritten element?)"
+        torch.testing.assert_close(out, ref, msg=lambda m, n=name: f"{n}: {m}", **tol)
+
+
+def check(case: Case, sg=None, detach_reset: bool = False, **kw):
+    """Kernel vs reference in float64 (the case's own dtype), every output and gradient."""
+    sg = sg or surrogate.Sigmoid()
+    ref_out, ref_grad = run_reference(case, sg, detach_reset)
+    out, grad = run_kernel(case, sg, detach_reset, **kw)
+    assert_close(out, ref_out, **F64_TOL)
+    assert_close(grad, ref_grad, **F64_TOL)
+    return out, grad
+
+
+def margin_mask(case: Case, margin: float) -> torch.Tensor:
+    """Neurons (step positions) whose float64 membrane never comes within ``margin`` of theta.
+
+    Neurons are independent, so zeroing the loss weights of the others removes them from
+    every gradient: lower-precision runs can then be compared without spike flips.
+    """
+    case64 = Case(
+        case.x.double(),
+        case.v0.double(),
+        case.s0.double(),
+        [p.double() for p in case.params],
+        case.conduct.double(),
+        case.t0,
+        case.channel_dim,
+        case.gate,
+    )
+    out = torch.no_grad()(glif_reference)(
+        *[case64.x, case64.v0, case64.s0, *case64.params, case64.conduct],
+        surrogate_function=surrogate.Sigmoid(),
+        t0=case.t0,
+        channel_dim=case.channel_dim,
+        gate_mode=case.gate,
+    )
+    theta = torch.sigmoid(case64.params[4])
+    theta = channel_view(theta, case.x.dim() - 1, case.channel_dim)
+    return ((out[1] - theta).abs() > margin).all(0)
+
+
+def drop_near_threshold(case: Case, margin: float) -> torch.Tensor:
+    keep = margin_mask(case, margin)
+    for k, w in case.weights.items():
+        case.weights[k] = w * keep.to(w.dtype)
+    return keep
+
+
+# --------------------------------------------------------------------------- float64: exactness
+
+
+@pytest.mark.parametrize("detach_reset", [False, True])
+@pytest.mark.parametrize("gate", ["soft", "hard", "coarse"])
+def test_gate_modes(gate, detach_reset):
+    case = make_case((2, 5, 3, 2), 1, 3, gate=gate, t0=1, extra_rows=2, seed=1)
+    check(case, detach_reset=detach_reset)
+
+
+@pytest.mark.parametrize("sg", SURROGATES, ids=lambda s: type(s).__name__)
+def test_surrogates(sg):
+    case = make_case((3, 7), 1, 4, seed=2)
+    check(case, sg)
+
+
+@pytest.mark.parametrize(
+    "step, channel_dim, T, gate, layerwise",
+    [
+        ((2, 5, 3, 2), 1, 3, "soft", False),  # [B, C, H, W], channel-first
+        ((2, 4, 7), 2, 3, "hard", False),  # [B, N, C], channel-last
+        ((13,), 0, 2, "soft", False),  # [C]
+        ((5, 3, 2), 0, 2, "coarse", False),  # channel at 0 of the step
+        ((1, 13, 2, 1), 1, 1, "soft", False),  # batch 1, prime C, T = 1
+        ((2, 5, 3, 2), 1, 3, "soft", True),  # layer-wise
+        ((2, 4, 7), 2, 2, "coarse", True),  # layer-wise, channel-last
+    ],
+)
+@pytest.mark.parametrize("tiles", ["default", "small"])
+def test_layouts(step, channel_dim, T, gate, layerwise, tiles, request):
+    if tiles == "small":
+        request.getfixturevalue("small_tiles")
+    case = make_case(step, channel_dim, T, gate=gate, layerwise=layerwise, t0=1, extra_rows=1)
+    check(case)
+
+
+def test_heaviside_fires_at_exactly_threshold():
+    """H(0) = 1 (SpikingJelly's >=). Hard gates a = 1, b = 0 and v0 = s0 = 0 make u_0 = x_0
+    exactly, and v_threshold raw 0 makes theta = 0.5 exactly."""
+    x = torch.tensor([0.5, 0.5 - 2**-30, 0.5 + 2**-30], dtype=torch.float64)[None, :, None]
+    C = 3
+    case = make_case((C, 1), 0, 1, gate="hard", seed=14)
+    case.x = x
+    case.v0 = case.s0 = torch.zeros(C, 1, dtype=torch.float64)
+    case.params[0] = torch.ones(C, dtype=torch.float64)  # alpha > 0: a = 1, L = 0
+    case.params[1] = -torch.ones(C, dtype=torch.float64)  # beta < 0: b = 0, K = 1
+    case.params[4] = torch.zeros(C, dtype=torch.float64)  # theta = 0.5
+    out, _ = check(case)
+    assert out["spike"].flatten().tolist() == [1.0, 0.0, 1.0]
+    assert out["u"].flatten().tolist() == x.flatten().tolist()
+
+
+def test_mixed_layerwise_and_channelwise_params():
+    case = make_case((2, 5, 3), 1, 3, seed=3)
+    lw = make_case((2, 5, 3), 1, 3, layerwise=True, seed=4)
+    case.params[1], case.params[4] = lw.params[1], lw.params[4]  # beta, v_threshold: []
+    case.conduct = lw.conduct  # [T_rows]
+    check(case)
+
+
+def test_t0_uses_later_conduct_rows():
+    case = make_case((2, 3, 4), 1, 2, t0=3, extra_rows=4, seed=5)
+    _, grad = check(case)
+    dk = grad["conduct"]
+    assert dk.shape == (9, 3)
+    assert (dk[:3] == 0).all() and (dk[5:] == 0).all() and (dk[3:5] != 0).any()
+
+
+def test_strided_inputs_and_expanded_grads(small_tiles):
+    T, B, C, H, W = 3, 2, 5, 3, 4
+    base = make_case((B, C, H, W), 1, 2 * T, seed=6)
+    case = make_case((B, C, H, W), 1, T, seed=6)
+    case.x = base.x[::2]  # time slice: stride_t doubled
+    # grad of spike_seq as autograd passes it for `(spike * w).sum()` with w per channel
+    w_spike = torch.randn(1, 1, C, 1, 1, dtype=torch.float64).expand(T, B, C, H, W)
+    case.weights["spike"] = w_spike
+    case.weights["s_last"] = torch.zeros(B, C, H, W, dtype=torch.float64)
+    # membrane weights from a permuted buffer ([T, H, W, B, C] memory order: still one view)
+    case.weights["u"] = torch.randn(T, H, W, B, C, dtype=torch.float64).permute(0, 3, 4, 1, 2)
+    # v0 broadcast over batch and space (stride 0), s0 transposed in H/W (needs the copy)
+    case.v0 = torch.randn(1, C, 1, 1, dtype=torch.float64).expand(B, C, H, W)
+    case.s0 = (torch.rand(B, C, W, H) > 0.5).double().transpose(-1, -2)
+    assert w_spike.stride() == (0, 0, 1, 0, 0)
+    check(case, grad_spike=w_spike)
+
+
+def test_non_mergeable_input_falls_back_to_copy():
+    T, B, C, H, W = 2, 2, 3, 4, 3
+    case = make_case((B, C, H, W), 1, T, seed=7)
+    case.x = case.x.transpose(-1, -2).contiguous().transpose(-1, -2)  # H/W swapped in memory
+    with pytest.raises(RuntimeError):
+        case.x.view(T, B, C, H * W)
+    check(case)
+
+
+def test_no_grad_u_seq_or_v_last():
+    case = make_case((2, 5, 3), 1, 3, seed=8)
+    case.weights["u"] = torch.zeros_like(case.weights["u"])
+    case.weights["v_last"] = torch.zeros_like(case.weights["v_last"])
+    ref_out, ref_grad = run_reference(case, surrogate.Sigmoid())
+    sid, alpha = fused_surrogate(surrogate.Sigmoid())
+    spike, v_last, u_seq = glif.glif_fwd(
+        case.x, case.v0, case.s0, *case.params, case.conduct,
+        t0=0, channel_dim=1, gate_mode=0, surrogate_id=sid, sg_alpha=alpha, store_u=True,
+    )  # fmt: skip
+    grad_spike = case.weights["spike"].clone()
+    grad_spike[-1] += case.weights["s_last"]
+    grads = glif.glif_bwd(
+        grad_spike, None, None, case.x, case.v0, case.s0, u_seq, *case.params, case.conduct,
+        t0=0, channel_dim=1, gate_mode=0, surrogate_id=sid, sg_alpha=alpha, detach_reset=False,
+    )  # fmt: skip
+    assert_close(dict(zip(GRAD_NAMES, grads, strict=True)), ref_grad, **F64_TOL)
+
+
+# --------------------------------------------------------------------------- lower precision
+
+
+def test_float32():
+    case = make_case((2, 6, 5), 1, 4, gate="soft", t0=1, extra_rows=1, seed=9).cast(torch.float32)
+    keep = drop_near_threshold(case, 1e-4)
+    sg = surrogate.Sigmoid()
+    ref_out, ref_grad = run_reference(case, sg)
+    out, grad = run_kernel(case, sg)
+    for d in (ref_out, out):
+        d["spike"], d["u"] = d["spike"] * keep, d["u"] * keep
+        d["v_last"] = d["v_last"] * keep
+    assert_close(out, ref_out, atol=1e-6, rtol=1e-6)
+    assert_close(grad, ref_grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_error_bounded_by_reference(dtype):
+    """Kernel error vs the float64 reference <= 2x the reference's own error at that dtype."""
+    case = make_case((2, 6, 5), 1, 4, gate="hard", seed=10)
+    case.x = case.x.to(dtype).double()  # the same input values at every precision
+    keep = drop_near_threshold(case, 1e-3)
+    sg = surrogate.ATan()
+    case_lp = case.cast(dtype)
+    ref64_out, ref64_grad = run_reference(case, sg)
+    reflp_out, reflp_grad = run_reference(case_lp, sg)
+    out, grad = run_kernel(case_lp, sg)
+    for name in ref64_out:
+        want = ref64_out[name] * keep
+        got, ref_lp = out[name].double() * keep, reflp_out[name].double() * keep
+        assert out[name].dtype == reflp_out[name].dtype
+        ref_err = (ref_lp - want).abs().max()
+        assert (got - want).abs().max() <= 2 * ref_err + 1e-6, name
+    for name in ref64_grad:
+        assert grad[name].dtype == reflp_grad[name].dtype, name
+        want = ref64_grad[name]
+        ref_err = (reflp_grad[name].double() - want).abs().max()
+        err = (grad[name].double() - want).abs().max()
+        assert err <= 2 * ref_err + 1e-5 * (1 + want.abs().max()), (name, err, ref_err)
+
+
+# --------------------------------------------------------------------------- launcher behaviour
+
+
+def test_deterministic(small_tiles):
+    case = make_case((3, 6, 5), 1, 3, seed=11).cast(torch.float32)
+    first = run_kernel(case, surrogate.Sigmoid())
+    second = run_kernel(case, surrogate.Sigmoid())
+    for a, b in zip(first, second, strict=True):
+        for name in a:
+            assert torch.equal(a[name], b[name]), name
+
+
+def test_store_u_false():
+    case = make_case((2, 5, 3), 1, 3, seed=12)
+    kw = dict(t0=0, channel_dim=1, gate_mode=0, surrogate_id=0, sg_alpha=4.0)
+    args = (case.x, case.v0, case.s0, *case.params, case.conduct)
+    spike, v_last, u_seq = glif.glif_fwd(*args, store_u=True, **kw)
+    spike2, v_last2, u_empty = glif.glif_fwd(*args, store_u=False, **kw)
+    assert u_empty.numel() == 0 and u_empty.dtype == torch.float64
+    assert torch.equal(spike, spike2) and torch.equal(v_last, v_last2)
+    assert torch.equal(v_last, u_seq[-1])
+
+
+@pytest.mark.parametrize("T, step", [(0, (2, 3)), (2, (0, 3)), (2, (2, 3, 0))])
+def test_empty_inputs(T, step):
+    f32 = torch.float32
+    x = torch.randn(T, *step)
+    v0, s0 = torch.randn(step), torch.zeros(step)
+    params = [torch.zeros(3) for _ in range(7)]
+    conduct = torch.zeros(T + 1, 3)
+    kw = dict(t0=1, channel_dim=1, gate_mode=0, surrogate_id=0, sg_alpha=4.0)
+    spike, v_last, u_seq = glif.glif_fwd(x, v0, s0, *params, conduct, store_u=True, **kw)
+    assert spike.shape == x.shape and u_seq.shape == x.shape and v_last.shape == step
+    assert torch.equal(v_last, v0)  # no steps: the state is unchanged
+    gv = torch.randn(step)
+    grads = glif.glif_bwd(
+        torch.zeros_like(x), gv, None, x, v0, s0, u_seq, *params, conduct,
+        detach_reset=False, **kw,
+    )  # fmt: skip
+    dx, dv0, ds0, *dparams, dk = grads
+    assert dx.shape == x.shape and dv0.dtype == f32 and ds0.shape == step
+    assert torch.equal(dv0, gv) and not ds0.any()
+    assert all(d.shape == (3,) and not d.any() for d in dparams)
+    assert dk.shape == conduct.shape and not dk.any()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(
+    "step, channel_dim, layerwise",
+    [((16, 32, 16, 16), 1, False), ((8, 196, 96), 2, False), ((16, 32, 8, 8), 1, True)],
+)
+def test_gpu_matches_reference_float32(step, channel_dim, layerwise):
+    case = make_case(step, channel_dim, 8, layerwise=layerwise, t0=2, extra_rows=1, seed=13)
+    case = case.cast(torch.float32)
+    keep = drop_near_threshold(case, 1e-4)
+    assert keep.float().mean() > 0.99
+    dev = torch.device("cuda")
+    case = Case(
+        case.x.to(dev),
+        case.v0.to(dev),
+        case.s0.to(dev),
+        [p.to(dev) for p in case.params],
+        case.conduct.to(dev),
+        case.t0,
+        case.channel_dim,
+        case.gate,
+        {k: v.to(dev) for k, v in case.weights.items()},
+    )
+    keep = keep.to(dev)
+    sg = surrogate.Sigmoid()
+    ref_out, ref_grad = run_reference(case, sg)
+    out, grad = run_kernel(case, sg)
+    for d in (ref_out, out):
+        for k in d:
+            d[k] = d[k] * keep
+    assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
+    for name, want in ref_grad.items():
+        scale = want.abs().max().item()
+        torch.testing.assert_close(
+            grad[name], want, atol=1e-5 * (1 + scale), rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}"
+        )
