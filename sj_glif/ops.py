@@ -226,7 +226,6 @@ def _torch_fwd(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_
     v = v0.to(cdt)
     s = s0.to(cdt, copy=True)
     reset = torch.empty_like(s)
-    fired = torch.empty(s.shape, dtype=torch.bool, device=x.device)
     pair = None if store_u else (torch.empty_like(s), torch.empty_like(s))
     for t in range(T):
         u = u_seq[t] if store_u else pair[t % 2]
@@ -234,9 +233,8 @@ def _torch_fwd(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_
         torch.addcmul(R, GhD, v, out=reset)
         u.addcmul_(reset, s, value=-1)
         u.addcmul_(_step_view(c["K"][t], nd, channel_dim), x[t].to(cdt)).sub_(L)
-        torch.ge(u, theta, out=fired)
-        spike_seq[t].copy_(fired)
-        s.copy_(fired)
+        torch.ge(u, theta, out=s)  # a float out: far cheaper on the CPU than a bool round trip
+        spike_seq[t].copy_(s)
         v = u
     v_last = v.clone() if store_u else v
     return spike_seq, v_last, (u_seq if store_u else x.new_empty(0, dtype=cdt))
@@ -274,13 +272,11 @@ def _torch_bwd(grad_spike, grad_v_last, grad_u_seq, x, v0, s0, u_seq, alpha, bet
     du = grad_v_last.to(cdt, copy=True) if grad_v_last is not None else buf()
     gs_neg, sg, ds, dup, tmp, s_prev = buf(), buf(), buf(), buf(), buf(), buf()
     acc_up, acc_ups, acc_u, acc_us, acc_th = buf(), buf(), buf(), buf(), buf()
-    fired = torch.empty(s_prev.shape, dtype=torch.bool, device=x.device)
     d_k = []
     for t in range(T - 1, -1, -1):
         if t > 0:
             u_prev = u_seq[t - 1]
-            torch.ge(u_prev, theta, out=fired)
-            s_prev.copy_(fired)
+            torch.ge(u_prev, theta, out=s_prev)
         else:
             u_prev = v0.to(cdt)
             s_prev.copy_(s0)
