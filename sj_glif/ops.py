@@ -441,6 +441,9 @@ def _glif_bwd_op(
             sg_alpha=sg_alpha,
             detach_reset=detach_reset,
         )
+        # the launcher returns the seven [C] gradients as views of one reduced buffer;
+        # a custom op's outputs may not alias each other
+        out = [*out[:3], *(g.clone() for g in out[3:10]), out[10]]
     else:
         out = _torch_bwd(*args, t0, channel_dim, gate_mode, surrogate_id, sg_alpha, detach_reset)
     return list(out)
