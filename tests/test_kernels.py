@@ -10,6 +10,9 @@ kernel forgets to write shows up as a mismatch.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import pytest
@@ -50,7 +53,8 @@ def nan_poisoned_buffers(monkeypatch):
 @pytest.fixture
 def small_tiles(monkeypatch):
     """Tiles of 4 elements: many programs along every axis, masks and partial sums exercised."""
-    monkeypatch.setattr(glif, "_TILE", 4)
+    monkeypatch.setattr(glif, "_FWD_TILE", 4)
+    monkeypatch.setattr(glif, "_BWD_TILE", 4)
     monkeypatch.setattr(glif, "_MIN_POSITIONS", 2)
 
 
@@ -65,6 +69,19 @@ class Case:
     channel_dim: int = 1
     gate: str = "soft"
     weights: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def to(self, device: torch.device) -> Case:
+        return Case(
+            self.x.to(device),
+            self.v0.to(device),
+            self.s0.to(device),
+            [p.to(device) for p in self.params],
+            self.conduct.to(device),
+            self.t0,
+            self.channel_dim,
+            self.gate,
+            {k: v.to(device) for k, v in self.weights.items()},
+        )
 
     def cast(self, dtype: torch.dtype) -> Case:
         """The same case with input ``x`` in ``dtype`` (state and weights in its compute dtype)."""
@@ -436,33 +453,75 @@ def test_empty_inputs(T, step):
     assert dk.shape == conduct.shape and not dk.any()
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize(
-    "step, channel_dim, layerwise",
-    [((16, 32, 16, 16), 1, False), ((8, 196, 96), 2, False), ((16, 32, 8, 8), 1, True)],
-)
-def test_gpu_matches_reference_float32(step, channel_dim, layerwise):
+COMPILE_SCRIPT = """
+import inspect
+import triton
+import triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from sj_glif.kernels import glif
+
+PARAM_PTRS = {"alpha", "beta", "gamma", "tau", "vth", "vl", "vr", "k"}
+
+
+def compile_kernel(fn, consts, xdt, cdt, ones):
+    sig = {}
+    for name in inspect.signature(fn.fn).parameters:
+        if name in consts or name in ones:
+            sig[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            stem = name[:-4]
+            sig[name] = "*" + ("fp32" if stem in PARAM_PTRS else xdt if stem in
+                               ("x", "spike", "dx", "gsp") else cdt)
+        else:
+            sig[name] = "fp32" if name == "sg_alpha" else "i32"
+    values = {**consts, **dict.fromkeys(ones, 1)}
+    names = list(sig)
+    src = ASTSource(fn, sig, constexprs={(names.index(k),): v for k, v in values.items()})
+    triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+
+
+for xdt, cdt, gate, sid, flags, blocks, ones in [
+    ("fp32", "fp32", 0, 0, (True, True, False), (1, 1, 256), ("sx_i", "sv_i", "ss_i")),
+    ("bf16", "fp32", 1, 7, (False, False, True), (16, 16, 1), ("sx_c", "INNER", "N_IB")),
+    ("fp64", "fp64", 2, 6, (True, False, False), (2, 4, 8), ()),
+]:
+    CDT = tl.float64 if cdt == "fp64" else tl.float32
+    b = dict(CDT=CDT, BLOCK_O=blocks[0], BLOCK_C=blocks[1], BLOCK_I=blocks[2], GATE_MODE=gate)
+    compile_kernel(glif._glif_fwd_kernel, dict(b, STORE_U=True), xdt, cdt, ones)
+    has_gv, has_gu, detach = flags
+    bwd = dict(b, SURROGATE=sid, DETACH_RESET=detach, HAS_GV=has_gv, HAS_GU=has_gu)
+    compile_kernel(glif._glif_bwd_kernel, bwd, xdt, cdt, ones)
+print("compiled")
+"""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU tests compile the kernels for real")
+def test_kernels_compile_for_sm90():
+    """The interpreter accepts code the compiler rejects: compile ahead of time (no GPU needed,
+    Triton's bundled ptxas), in a fresh process without TRITON_INTERPRET."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run(
+        [sys.executable, "-c", COMPILE_SCRIPT], env=env, capture_output=True, text=True
+    )
+    assert res.returncode == 0 and "compiled" in res.stdout, res.stderr[-3000:]
+
+
+def check_large_float32(step, channel_dim, layerwise, device):
+    """A bigger float32 case vs the float32 reference; neurons near threshold are dropped."""
     case = make_case(step, channel_dim, 8, layerwise=layerwise, t0=2, extra_rows=1, seed=13)
     case = case.cast(torch.float32)
     keep = drop_near_threshold(case, 1e-4)
     assert keep.float().mean() > 0.99
-    dev = torch.device("cuda")
-    case = Case(
-        case.x.to(dev),
-        case.v0.to(dev),
-        case.s0.to(dev),
-        [p.to(dev) for p in case.params],
-        case.conduct.to(dev),
-        case.t0,
-        case.channel_dim,
-        case.gate,
-        {k: v.to(dev) for k, v in case.weights.items()},
-    )
-    keep = keep.to(dev)
+    case, keep = case.to(device), keep.to(device)
     sg = surrogate.Sigmoid()
     ref_out, ref_grad = run_reference(case, sg)
     out, grad = run_kernel(case, sg)
+    again = run_kernel(case, sg)
+    for a, b in zip((out, grad), again, strict=True):
+        for name in a:
+            assert torch.equal(a[name], b[name]), f"{name}: not deterministic"
     for d in (ref_out, out):
         for k in d:
             d[k] = d[k] * keep
@@ -472,3 +531,13 @@ def test_gpu_matches_reference_float32(step, channel_dim, layerwise):
         torch.testing.assert_close(
             grad[name], want, atol=1e-5 * (1 + scale), rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}"
         )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(
+    "step, channel_dim, layerwise",
+    [((16, 32, 16, 16), 1, False), ((8, 196, 96), 2, False), ((16, 32, 8, 8), 1, True)],
+)
+def test_gpu_matches_reference_float32(step, channel_dim, layerwise):
+    check_large_float32(step, channel_dim, layerwise, torch.device("cuda"))
