@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter, is_lazy
 
-from .ops import BACKENDS, glif_multi_step
+from .ops import BACKENDS, check_inputs, glif_multi_step, implementation_for
 from .reference import GATE_MODES, compute_dtype
 
 __all__ = ["GLIFNode"]
@@ -218,6 +218,11 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
                 "GLIFNode input must be a floating tensor (float16, bfloat16, float32, "
                 f"float64), got {x.dtype}"
             )
+        if step_mode == "m" and x.dim() >= 1 and x.shape[0] == 0:
+            raise ValueError(
+                f"GLIFNode got a sequence with no time steps (shape {tuple(x.shape)}); "
+                "expected [T, *step] with T >= 1"
+            )
         step_nd = x.dim() - (1 if step_mode == "m" else 0)
         if step_nd < 1:
             want = "[T, *step]" if step_mode == "m" else "[*step]"
@@ -250,7 +255,37 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
                     "construction, e.g. GLIFNode(T=4); only multi-step mode infers it"
                 )
             T = x.shape[0]
+        lazy = [n for n, p in self._parameters.items() if p is not None and is_lazy(p)]
         self._materialize(channels=channels, T=T)
+        try:  # validate this first call now, so that a call that fails leaves the node lazy
+            check_inputs(
+                x if mode == "m" else x.unsqueeze(0),
+                self.params(),
+                self.channel_dim if self.channel_wise else 0,
+                0,
+                self.gate_mode,
+            )
+            implementation_for(x.device, self.backend, self.surrogate_function)
+        except Exception:
+            self._unmaterialize(lazy)
+            raise
+
+    def _unmaterialize(self, names: list[str]) -> None:
+        """Make the parameters ``names`` lazy again (undo a materialization whose forward
+        failed), re-arming PyTorch's lazy-module hooks if they were already removed."""
+        for name in names:
+            p = self._parameters[name]
+            self._parameters[name] = UninitializedParameter(p.requires_grad, p.device, p.dtype)
+        if names and not hasattr(self, "_initialize_hook"):
+            self._load_hook = self._register_load_state_dict_pre_hook(self._lazy_load_hook)
+            self._initialize_hook = self.register_forward_pre_hook(
+                self._infer_parameters, with_kwargs=True
+            )
+
+    def has_uninitialized_params(self) -> bool:
+        """Whether any parameter is still lazy (an ``isinstance`` test, which
+        ``torch.compile`` traces; PyTorch's version calls ``is_lazy``, which it cannot)."""
+        return any(isinstance(p, UninitializedParameter) for p in self._parameters.values())
 
     # ------------------------------------------------------------------ functional contract
 
