@@ -5,7 +5,8 @@ registry (see :func:`sj_glif.plugins.register_with_spikingjelly`).
 """
 
 from . import reference
-from .convert import materialize, swap_neurons
+from .checkpoint import convert_official_state_dict, convert_to_official_state_dict
+from .convert import materialize, prepare_ddp, swap_neurons
 from .node import GLIFNode
 from .ops import GLIFOutput, glif_multi_step, implementation_for
 from .plugins import available_neurons, load_neuron, register_with_spikingjelly
@@ -14,10 +15,13 @@ __all__ = [
     "GLIFNode",
     "GLIFOutput",
     "available_neurons",
+    "convert_official_state_dict",
+    "convert_to_official_state_dict",
     "glif_multi_step",
     "implementation_for",
     "load_neuron",
     "materialize",
+    "prepare_ddp",
     "reference",
     "register_with_spikingjelly",
     "swap_neurons",

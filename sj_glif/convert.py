@@ -1,4 +1,5 @@
-"""Model-level helpers: materialize lazy GLIF parameters, swap neurons for GLIF."""
+"""Model-level helpers: materialize lazy GLIF parameters, prepare a model for
+DistributedDataParallel, swap neurons for GLIF."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from torch import nn
 
 from .node import GLIFNode
 
-__all__ = ["materialize", "swap_neurons"]
+__all__ = ["materialize", "prepare_ddp", "swap_neurons"]
 
 
 def materialize(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
@@ -19,8 +20,13 @@ def materialize(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
 
     Runs one forward without gradients in eval mode (so BatchNorm statistics and
     dropout are untouched), restores the train/eval flags and resets the network
-    state. Call it before creating the optimizer or wrapping the model in
-    DistributedDataParallel.
+    state. Call it before creating the optimizer, before ``torch.compile`` and before
+    wrapping the model in DistributedDataParallel (DDP refuses uninitialized
+    parameters; :func:`prepare_ddp` materializes and checks in one call).
+
+    If the forward raises, the error propagates and every GLIFNode that was lazy
+    before the call is lazy again (nodes upstream of the failing layer do not keep
+    shapes inferred from a bad input); flags and state are restored as above.
 
     Args:
         model: any module containing :class:`GLIFNode` s.
@@ -29,15 +35,67 @@ def materialize(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
     Returns:
         ``model``, materialized in place.
     """
+    lazy = {
+        m: [n for n, p in m._parameters.items() if _lazy(p)]
+        for m in model.modules()
+        if isinstance(m, GLIFNode) and m.has_uninitialized_params()
+    }
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
         with torch.no_grad():
             model(example_input)
+    except BaseException:
+        for m, names in lazy.items():
+            m._unmaterialize([n for n in names if not _lazy(m._parameters[n])])
+        raise
     finally:
         for m, training in modes.items():
             m.train(training)
         functional.reset_net(model)
+    return model
+
+
+def prepare_ddp(model: nn.Module, example_input: torch.Tensor | None = None) -> nn.Module:
+    """Make ``model`` ready for ``torch.nn.parallel.DistributedDataParallel``.
+
+    DDP needs every parameter's shape when it is constructed, but GLIFNode infers
+    ``channels`` and ``T`` from its first input. With ``example_input`` the model is
+    materialized first (:func:`materialize`, on every rank; the random gate values
+    may differ between ranks, DDP broadcasts rank 0's at construction). Then every
+    parameter is checked, and a lazy one raises an error naming it.
+
+    Training under DDP: call ``functional.reset_net(model)`` after every step on
+    every rank. Neuron state (``v``, ``spike``, ``step``) is a SpikingJelly memory,
+    not a buffer, so DDP neither syncs nor needs it.
+
+    Args:
+        model: the model to wrap (not yet wrapped).
+        example_input: an input the model accepts, or None if it is materialized.
+
+    Returns:
+        ``model``; wrap it as usual: ``DistributedDataParallel(prepare_ddp(model, x))``.
+
+    Raises:
+        RuntimeError: a parameter is still lazy (no ``example_input`` given and the
+            model never ran).
+
+    Example::
+
+        >>> model = nn.Sequential(layer.Linear(4, 8, step_mode="m"), GLIFNode(step_mode="m"))
+        >>> ddp = DistributedDataParallel(prepare_ddp(model, torch.rand(2, 1, 4)))
+    """
+    if example_input is not None:
+        materialize(model, example_input)
+    lazy = [name for name, p in model.named_parameters() if _lazy(p)]
+    if lazy:
+        raise RuntimeError(
+            f"cannot wrap the model in DistributedDataParallel: {len(lazy)} lazy parameter(s) "
+            f"are not materialized yet ({', '.join(lazy[:8])}{', ...' if len(lazy) > 8 else ''}"
+            "); GLIFNode infers channels and T from its first input: call "
+            "sj_glif.prepare_ddp(model, example_input) or sj_glif.materialize(model, "
+            "example_input) on every rank before wrapping"
+        )
     return model
 
 
@@ -56,7 +114,8 @@ def swap_neurons(
     node's ``step_mode``, ``surrogate_function`` and ``detach_reset`` unless
     ``glif_kwargs`` say otherwise. With ``example_input`` the new nodes are
     materialized at once (channel counts from the data, see :func:`materialize`).
-    SpikingJelly's reset cache of ``model`` is invalidated.
+    SpikingJelly's reset cache of ``model`` is invalidated. If building a node or
+    materializing fails, the error propagates and ``model`` keeps its old neurons.
 
     Returns:
         ``model``, changed in place.
@@ -67,6 +126,7 @@ def swap_neurons(
         return isinstance(m, (neuron.BaseNode, GatedLIFNode))
 
     choose = predicate or default
+    swaps = []  # (parent, name, old, new): all new nodes are built before any is set
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, GLIFNode) or not choose(child):
@@ -80,13 +140,21 @@ def swap_neurons(
                         kwargs[key] = getattr(child, key)
                 kwargs.update(glif_kwargs)
                 new = GLIFNode(**kwargs)
-            setattr(parent, name, new)
+            swaps.append((parent, name, child, new))
+    for parent, name, _, new in swaps:
+        setattr(parent, name, new)
     functional.invalidate_reset_cache(model)
     if example_input is not None:
         device = next((p.device for p in model.parameters() if not _lazy(p)), None)
-        if device is not None:
-            model.to(device)
-        materialize(model, example_input)
+        try:
+            if device is not None:
+                model.to(device)
+            materialize(model, example_input)
+        except BaseException:  # leave the model as it was: the old neurons back in place
+            for parent, name, old, _ in swaps:
+                setattr(parent, name, old)
+            functional.invalidate_reset_cache(model)
+            raise
     return model
 
 
