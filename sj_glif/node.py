@@ -79,7 +79,15 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
     float32 (float64 for float64 input). Memories: ``v``, ``spike``, ``step``.
 
     Lazy parameters follow PyTorch's lazy modules: run one forward (or
-    :func:`sj_glif.materialize`) before creating the optimizer.
+    :func:`sj_glif.materialize`) before creating the optimizer, compiling, or wrapping
+    in DistributedDataParallel (:func:`sj_glif.prepare_ddp`).
+
+    Bad input raises before anything changes: parameters, ``v``, ``spike`` and ``step``
+    stay as they were (a lazy node stays lazy). Defined edge cases: an empty batch
+    (``B = 0``) returns empty spikes and advances ``step``; a NaN input gives no spike
+    (``NaN >= theta`` is false) and a NaN membrane; ``+inf`` spikes with membrane
+    ``+inf``; ``-inf`` gives no spike and membrane ``-inf``. A non-finite membrane
+    stays non-finite (NaN or +-inf, depending on the implementation) until ``reset()``.
 
     Example::
 
