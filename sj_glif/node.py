@@ -244,6 +244,16 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
                 f"{tuple(x.shape[x.dim() - step_nd :])} "
                 f"(expected {-step_nd} <= channel_dim < {step_nd})"
             )
+        # the channel count is checked before the state's shape: the clearer error (an
+        # isinstance test, not self.channels, so that torch.compile traces it)
+        if self.channel_wise and not isinstance(self.tau, UninitializedParameter):
+            channels = self.tau.shape[0]
+            got = x.shape[x.dim() - step_nd + self.channel_dim % step_nd]
+            if got != channels:
+                raise ValueError(
+                    f"GLIFNode expected {channels} channels at channel_dim={self.channel_dim} "
+                    f"of the step shape, got input of shape {tuple(x.shape)} ({got} there)"
+                )
 
     def initialize_parameters(self, x: Tensor, *args: Any, **kwargs: Any) -> None:
         """Lazy-module hook: infer ``channels`` and ``T`` from the first input."""
