@@ -359,7 +359,10 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
             store_v_seq=store_v_seq,
             backend=self.backend,
         )
-        return out, (out.v_last, out.s_last, int(t) + x_seq.shape[0])
+        s_last = out.s_last
+        if s_last._base is not None:  # a view of spike_seq; SpikingJelly's detach()
+            s_last = s_last.clone()  # (detach_net, truncated BPTT) detaches memories in place
+        return out, (out.v_last, s_last, int(t) + x_seq.shape[0])
 
     def single_step_functional_forward(
         self, inputs: tuple[Tensor, ...], states: tuple[object, ...], **kwargs: object

@@ -531,6 +531,29 @@ def test_reset_net_restores_state():
     assert node(rand_input((4, 5, 3), dtype=torch.float32)).shape == (4, 5, 3)
 
 
+@pytest.mark.parametrize("step_mode", ["m", "s"])
+def test_detach_net_truncates_backpropagation(step_mode):
+    # SpikingJelly's truncated BPTT: functional.detach_net detaches every memory in
+    # place between chunks; values carry over, gradients stop at the cut
+    T = 4
+    node = make_node(T, 3, step_mode=step_mode)
+    x = rand_input((T, 2, 3), dtype=torch.float32).requires_grad_()
+
+    def feed(chunk):
+        return node(chunk) if step_mode == "m" else torch.stack([node(c) for c in chunk])
+
+    whole = make_node(T, 3, step_mode="m")(x.detach())
+    first = feed(x[:2])
+    functional.detach_net(node)
+    assert not node.v.requires_grad and not node.spike.requires_grad and node.step == 2
+    second = feed(x[2:])
+    assert torch.equal(torch.cat([first, second]).detach(), whole)
+    assert_mixed_spikes(whole)
+    (second.sum() + node.v.sum()).backward()
+    assert torch.equal(x.grad[:2], torch.zeros_like(x.grad[:2]))
+    assert x.grad[2:].abs().sum() > 0
+
+
 def test_set_step_mode_switches_between_modes():
     node = make_node(4, 3)
     x = rand_input((4, 2, 3), dtype=torch.float32)
