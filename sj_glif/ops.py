@@ -207,7 +207,7 @@ def _channel_sum(t: Tensor, cd: int, layerwise: bool) -> Tensor:
     if layerwise:
         return t.sum()
     dims = [d for d in range(t.dim()) if d != cd]
-    return t.sum(dims) if dims else t
+    return t.sum(dims) if dims else t.clone()  # callers reuse t as scratch
 
 
 def _torch_fwd(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,

@@ -770,16 +770,7 @@ def test_channel_last_equals_channel_first():
 @pytest.mark.parametrize(
     "step_shape, channel_dim",
     [
-        pytest.param(
-            (5,),
-            0,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="ops._torch_bwd: for a 1-D step [C], _channel_sum returns the reused "
-                "scratch buffer tmp itself, so every d_k entry aliases it and the beta and "
-                "conduct gradients come out wrong (zero)",
-            ),
-        ),
+        ((5,), 0),
         ((2, 5), 1),
         ((2, 5, 3), 1),
         ((2, 3, 5), -1),

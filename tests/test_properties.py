@@ -38,13 +38,6 @@ FUSED = (
 )
 
 
-def _known_1d_grad_bug(case: Case) -> bool:
-    """ops._torch_bwd gives wrong beta/conduct gradients for a 1-D step ``[C]`` with
-    T > 1 (``_channel_sum`` returns its scratch buffer; tests/test_node.py marks it
-    xfail). Gradients of those cases are not compared until it is fixed."""
-    return case.channel_wise and len(case.step_shape) == 1
-
-
 class UnfusedSigmoid(surrogate.Sigmoid):
     """Not one of the fused classes (a subclass may change the backward): runs the
     autograd reference path."""
@@ -207,8 +200,6 @@ def test_multi_step_single_step_and_chunks_agree(case, data, dtype):
         torch.testing.assert_close(v, v_ref, **tol, msg=f"{label}: v")
         torch.testing.assert_close(sp, sp_ref, rtol=0, atol=0, msg=f"{label}: spike")
         tol = dict(rtol=1e-9, atol=1e-12) if dtype == torch.float64 else {}
-        if _known_1d_grad_bug(case) and case.surrogate_cls is not UnfusedSigmoid:
-            continue
         for name, want in g_ref.items():
             torch.testing.assert_close(grads[name], want, **tol, msg=f"{label}: grad {name}")
 
@@ -278,8 +269,6 @@ def test_torch_path_matches_reference_with_offsets_and_initial_state(case, extra
     assert torch.equal(s, s_ref)
     torch.testing.assert_close(v, v_ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(vl, vl_ref, rtol=1e-12, atol=1e-12)
-    if _known_1d_grad_bug(case):
-        return
     for name, want in g_ref.items():
         torch.testing.assert_close(grads[name], want, rtol=1e-9, atol=1e-10, msg=name)
 
