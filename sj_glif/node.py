@@ -87,7 +87,7 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
     (``B = 0``) returns empty spikes and advances ``step``; a NaN input gives no spike
     (``NaN >= theta`` is false) and a NaN membrane; ``+inf`` spikes with membrane
     ``+inf``; ``-inf`` gives no spike and membrane ``-inf``. A non-finite membrane
-    stays non-finite (NaN or +-inf, depending on the implementation) until ``reset()``.
+    stays so (NaN, or +-inf with +inf spiking every step) until ``reset()``.
 
     Example::
 

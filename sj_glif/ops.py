@@ -214,7 +214,7 @@ def _torch_fwd(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_
                conduct, t0, channel_dim, gate_mode, store_u):  # fmt: skip
     # Per step, in place into preallocated step buffers: on the CPU a fresh step-sized
     # tensor per op costs more than the arithmetic (allocator page faults).
-    # u = D v - s (Gh D v + R) + K_t x_t - L
+    # u = D (1 - Gh s) v - R s + K_t x_t - L
     T, nd, cdt = x.shape[0], x.dim() - 1, compute_dtype(x.dtype)
     c = _coefficients(alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,
                       conduct[t0 : t0 + T], gate_mode, cdt)  # fmt: skip
@@ -225,13 +225,13 @@ def _torch_fwd(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_
     u_seq = torch.empty(x.shape, dtype=cdt, device=x.device) if store_u else None
     v = v0.to(cdt)
     s = s0.to(cdt, copy=True)
-    reset = torch.empty_like(s)
+    decay = torch.empty_like(s)
     pair = None if store_u else (torch.empty_like(s), torch.empty_like(s))
     for t in range(T):
         u = u_seq[t] if store_u else pair[t % 2]
-        torch.mul(D, v, out=u)
-        torch.addcmul(R, GhD, v, out=reset)
-        u.addcmul_(reset, s, value=-1)
+        torch.addcmul(D, GhD, s, value=-1, out=decay)  # D (1 - Gh s): finite for v = +-inf
+        torch.mul(decay, v, out=u)
+        u.addcmul_(R, s, value=-1)
         u.addcmul_(_step_view(c["K"][t], nd, channel_dim), x[t].to(cdt)).sub_(L)
         torch.ge(u, theta, out=s)  # a float out: far cheaper on the CPU than a bool round trip
         spike_seq[t].copy_(s)
