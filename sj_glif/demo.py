@@ -373,7 +373,7 @@ def train_one(
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for i in range(0, n, batch_size):
-            idx = perm[i : i + batch_size]
+            idx = perm[i : i + batch_size].to(data.x_train.device)
             xb = data.x_train[idx]
             if data.augment:
                 xb = _augment(xb, gen)
@@ -738,6 +738,9 @@ def _run(
     lr: float,
     t_start: float,
 ) -> dict:
+    if dev.type == "cuda":  # the whole dataset on the GPU: no per-batch host copies
+        for name in ("x_train", "y_train", "x_test", "y_test"):
+            setattr(ds, name, getattr(ds, name).to(dev))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     arguments = {
