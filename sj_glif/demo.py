@@ -536,17 +536,26 @@ def environment(device: torch.device) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "spikingjelly": getattr(spikingjelly, "__version__", "unknown"),
+        "spikingjelly": _version("spikingjelly", spikingjelly),
         "sj_glif": __version__,
     }
-    for mod in ("triton", "torchvision", "sklearn", "numpy", "matplotlib"):
-        try:
-            info[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - optional
-            info[mod] = None
+    for mod, dist in (("triton", "triton"), ("torchvision", "torchvision"),
+                      ("sklearn", "scikit-learn"), ("numpy", "numpy"),
+                      ("matplotlib", "matplotlib")):  # fmt: skip
+        info[mod] = _version(dist)
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def _version(dist: str, module: Any = None) -> str | None:
+    """A package's version: its installed distribution's, else ``module.__version__``."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return getattr(module, "__version__", None)
 
 
 def _cpu_count() -> int | None:
