@@ -211,7 +211,7 @@ def _channel_sum(t: Tensor, cd: int, layerwise: bool) -> Tensor:
 
 
 def _torch_fwd(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,
-               conduct, t0, channel_dim, gate_mode, store_u):  # fmt: skip
+               conduct, t0, channel_dim, gate_mode, store_u, spikes=True):  # fmt: skip
     # Per step, in place into preallocated step buffers: on the CPU a fresh step-sized
     # tensor per op costs more than the arithmetic (allocator page faults).
     # u = D (1 - Gh s) v - R s + K_t x_t - L
@@ -221,34 +221,37 @@ def _torch_fwd(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_
     D, GhD, L, R, theta = (
         _step_view(c[n], nd, channel_dim) for n in ("D", "GhD", "L", "R", "theta")
     )
-    spike_seq = torch.empty_like(x, memory_format=torch.contiguous_format)
+    spike_seq = torch.empty_like(x, memory_format=torch.contiguous_format) if spikes else None
     u_seq = torch.empty(x.shape, dtype=cdt, device=x.device) if store_u else None
     v = v0.to(cdt)
     s = s0.to(cdt, copy=True)
     decay = torch.empty_like(s)
+    neg_l = -L
     pair = None if store_u else (torch.empty_like(s), torch.empty_like(s))
     for t in range(T):
         u = u_seq[t] if store_u else pair[t % 2]
         torch.addcmul(D, GhD, s, value=-1, out=decay)  # D (1 - Gh s): finite for v = +-inf
-        torch.mul(decay, v, out=u)
+        torch.addcmul(neg_l, decay, v, out=u)
         u.addcmul_(R, s, value=-1)
-        u.addcmul_(_step_view(c["K"][t], nd, channel_dim), x[t].to(cdt)).sub_(L)
+        u.addcmul_(_step_view(c["K"][t], nd, channel_dim), x[t].to(cdt))
         torch.ge(u, theta, out=s)  # a float out: far cheaper on the CPU than a bool round trip
-        spike_seq[t].copy_(s)
+        if spikes:
+            spike_seq[t].copy_(s)
         v = u
     v_last = v.clone() if store_u else v
     return spike_seq, v_last, (u_seq if store_u else x.new_empty(0, dtype=cdt))
 
 
-def _surrogate_grad_(z: Tensor, sid: int, alpha: float, tmp: Tensor) -> Tensor:
-    """``sg(z)`` computed in place in ``z`` for the common surrogates (``tmp``: scratch)."""
-    if sid == 0:  # alpha * sig * (1 - sig), sig = sigmoid(alpha z)
-        z.mul_(alpha).sigmoid_()
-        torch.mul(z, z, out=tmp)
-        return z.sub_(tmp).mul_(alpha)
+def _surrogate_grad_(u: Tensor, theta: Tensor, sid: int, alpha: float, a: Tensor, b: Tensor):
+    """``(g, scale)`` with ``sg(u - theta) = scale * g``, computed in the scratch buffers
+    ``a``/``b`` with as few passes as possible for the common surrogates."""
+    if sid == 0:  # alpha * sig (1 - sig), sig = sigmoid(alpha (u - theta))
+        torch.add(theta * -alpha, u, alpha=alpha, out=a).sigmoid_()
+        return torch.addcmul(a, a, a, value=-1, out=b), alpha
+    torch.sub(u, theta, out=a)
     if sid == 7:  # alpha where |z| < 0.5 / alpha
-        return z.abs_().lt_(0.5 / alpha).mul_(alpha)
-    return z.copy_(surrogate_grad(z, sid, alpha))
+        return a.abs_().lt_(0.5 / alpha), alpha
+    return surrogate_grad(a, sid, alpha), 1.0
 
 
 def _torch_bwd(grad_spike, grad_v_last, grad_u_seq, x, v0, s0, u_seq, alpha, beta, gamma, tau,
@@ -256,8 +259,8 @@ def _torch_bwd(grad_spike, grad_v_last, grad_u_seq, x, v0, s0, u_seq, alpha, bet
                surrogate_id, sg_alpha, detach_reset):  # fmt: skip
     T, nd, cdt = x.shape[0], x.dim() - 1, compute_dtype(x.dtype)
     if u_seq.numel() == 0:  # the torch path keeps no membrane stream: recompute it
-        u_seq = _torch_fwd(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay,
-                           v_subreset, conduct, t0, channel_dim, gate_mode, True)[2]  # fmt: skip
+        params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
+        u_seq = _torch_fwd(x, v0, s0, *params, t0, channel_dim, gate_mode, True, False)[2]
     layerwise = tau.dim() == 0
     c = _coefficients(alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,
                       conduct[t0 : t0 + T], gate_mode, cdt)  # fmt: skip
@@ -267,12 +270,15 @@ def _torch_bwd(grad_spike, grad_v_last, grad_u_seq, x, v0, s0, u_seq, alpha, bet
     def buf() -> Tensor:
         return torch.zeros(x.shape[1:], dtype=cdt, device=x.device)
 
+    def csum(a: Tensor) -> Tensor:
+        return _channel_sum(a, channel_dim, layerwise)
+
     # du: dL/du_t (starts as the gradient of the final membrane); gs_neg: -dL/ds_t from
-    # the future; acc_*: per-element sums over time reduced per channel at the end
+    # the future. Per-channel sums are reduced every step (a reduction only reads its
+    # input, cheaper than accumulating elementwise), except acc_ups.
     du = grad_v_last.to(cdt, copy=True) if grad_v_last is not None else buf()
-    gs_neg, sg, ds, dup, tmp, s_prev = buf(), buf(), buf(), buf(), buf(), buf()
-    acc_up, acc_ups, acc_u, acc_us, acc_th = buf(), buf(), buf(), buf(), buf()
-    d_k = []
+    gs_neg, sg, ds, dup, tmp, s_prev, acc_ups = (buf() for _ in range(7))
+    sums_up, sums_u, sums_us, sums_th, d_k = [], [], [], [], []
     for t in range(T - 1, -1, -1):
         if t > 0:
             u_prev = u_seq[t - 1]
@@ -280,22 +286,18 @@ def _torch_bwd(grad_spike, grad_v_last, grad_u_seq, x, v0, s0, u_seq, alpha, bet
         else:
             u_prev = v0.to(cdt)
             s_prev.copy_(s0)
-        torch.sub(u_seq[t], theta, out=sg)
-        _surrogate_grad_(sg, surrogate_id, sg_alpha, tmp)
-        torch.sub(grad_spike[t], gs_neg, out=ds)
-        du.addcmul_(sg, ds)  # du = gv + sg * ds
+        g, scale = _surrogate_grad_(u_seq[t], theta, surrogate_id, sg_alpha, sg, tmp)
+        torch.sub(grad_spike[t], gs_neg, out=ds).mul_(g)  # sg * ds / scale
+        sums_th.append(csum(ds) * scale)
+        du.add_(ds, alpha=scale)  # du = gv + sg * ds
         if grad_u_seq is not None:
             du.add_(grad_u_seq[t])
-        acc_th.addcmul_(sg, ds)
         torch.mul(du, _step_view(c["K"][t], nd, channel_dim), out=dx[t])
-        torch.mul(du, x[t], out=tmp)
-        d_k.append(_channel_sum(tmp, channel_dim, layerwise))
-        torch.mul(du, u_prev, out=dup)
-        acc_up.add_(dup)
+        d_k.append(csum(torch.mul(du, x[t], out=tmp)))
+        sums_up.append(csum(torch.mul(du, u_prev, out=dup)))
         acc_ups.addcmul_(dup, s_prev)
-        acc_u.add_(du)
-        torch.mul(du, s_prev, out=tmp)
-        acc_us.add_(tmp)
+        sums_u.append(csum(du))
+        sums_us.append(csum(torch.mul(du, s_prev, out=tmp)))
         if detach_reset:
             gs_neg.zero_()
         else:  # -ds_{t-1} = du (Gh D u_prev + R)
@@ -304,16 +306,16 @@ def _torch_bwd(grad_spike, grad_v_last, grad_u_seq, x, v0, s0, u_seq, alpha, bet
         # gv_{t-1} = du D (1 - Gh s_prev) = D du - Gh D du s_prev
         du.mul_(D).addcmul_(tmp, GhD, value=-1)
 
-    def csum(a: Tensor) -> Tensor:
-        return _channel_sum(a, channel_dim, layerwise)
+    def total(sums: list[Tensor]) -> Tensor:
+        return torch.stack(sums).sum(0)
 
-    s_up, s_ups = csum(acc_up), csum(acc_ups)
+    s_ups = csum(acc_ups)
     sums = {
-        "D": s_up - c["Gh"] * s_ups,  # sum du u_prev (1 - Gh s_prev)
+        "D": total(sums_up) - c["Gh"] * s_ups,  # sum du u_prev (1 - Gh s_prev)
         "Gh": -c["D"] * s_ups,
-        "L": -csum(acc_u),
-        "R": -csum(acc_us),
-        "theta": -csum(acc_th),
+        "L": -total(sums_u),
+        "R": -total(sums_us),
+        "theta": -total(sums_th),
         "K": torch.stack(d_k[::-1]),
     }
     grads = _raw_grads(sums, c, gate_mode)
