@@ -60,8 +60,12 @@ class Result:
 
 def environment(device: torch.device) -> dict:
     """Machine, versions and date, to commit beside the numbers."""
-    import spikingjelly
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        sj_version = version("spikingjelly")
+    except PackageNotFoundError:
+        sj_version = "unknown"
     info = {
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "device": str(device),
@@ -70,7 +74,7 @@ def environment(device: torch.device) -> dict:
         "cpu_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "spikingjelly": getattr(spikingjelly, "__version__", "unknown"),
+        "spikingjelly": sj_version,
     }
     try:
         import triton
