@@ -224,7 +224,7 @@ def _torch_fwd(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_
     spike_seq = torch.empty_like(x, memory_format=torch.contiguous_format) if spikes else None
     u_seq = torch.empty(x.shape, dtype=cdt, device=x.device) if store_u else None
     v = v0.to(cdt)
-    s = s0.to(cdt, copy=True)
+    s = s0.to(cdt, memory_format=torch.contiguous_format, copy=True)  # v_last contiguous
     decay = torch.empty_like(s)
     neg_l = -L
     pair = None if store_u else (torch.empty_like(s), torch.empty_like(s))
@@ -276,7 +276,11 @@ def _torch_bwd(grad_spike, grad_v_last, grad_u_seq, x, v0, s0, u_seq, alpha, bet
     # du: dL/du_t (starts as the gradient of the final membrane); gs_neg: -dL/ds_t from
     # the future. Per-channel sums are reduced every step (a reduction only reads its
     # input, cheaper than accumulating elementwise), except acc_ups.
-    du = grad_v_last.to(cdt, copy=True) if grad_v_last is not None else buf()
+    du = (
+        grad_v_last.to(cdt, memory_format=torch.contiguous_format, copy=True)
+        if grad_v_last is not None
+        else buf()
+    )
     gs_neg, sg, ds, dup, tmp, s_prev, acc_ups = (buf() for _ in range(7))
     sums_up, sums_u, sums_us, sums_th, d_k = [], [], [], [], []
     for t in range(T - 1, -1, -1):
@@ -403,7 +407,8 @@ def _(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,
       channel_dim, gate_mode, surrogate_id, sg_alpha, detach_reset, store_u, impl):  # fmt: skip
     cdt = compute_dtype(x.dtype)
     u_seq = x.new_empty(x.shape, dtype=cdt) if store_u else x.new_empty(0, dtype=cdt)
-    return torch.empty_like(x), x.new_empty(x.shape[1:], dtype=cdt), u_seq
+    spike_seq = torch.empty_like(x, memory_format=torch.contiguous_format)
+    return spike_seq, x.new_empty(x.shape[1:], dtype=cdt), u_seq
 
 
 @torch.library.custom_op("sj_glif::glif_bwd", mutates_args=())
@@ -456,9 +461,10 @@ def _(grad_spike, grad_v_last, grad_u_seq, x, v0, s0, u_seq, alpha, beta, gamma,
       v_threshold, linear_decay, v_subreset, conduct, t0, channel_dim, gate_mode, surrogate_id,
       sg_alpha, detach_reset, impl):  # fmt: skip
     params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
-    return [torch.empty_like(x), torch.empty_like(v0), torch.empty_like(s0)] + [
-        torch.empty_like(p) for p in params
-    ]
+    cdt = compute_dtype(x.dtype)  # both implementations return contiguous state gradients
+    step = [x.new_empty(x.shape[1:], dtype=cdt) for _ in range(2)]
+    dx = torch.empty_like(x, memory_format=torch.contiguous_format)
+    return [dx, *step] + [torch.empty_like(p) for p in params]
 
 
 def _setup_context(ctx, inputs, output):
@@ -478,6 +484,8 @@ def _backward(ctx, grad_spike, grad_v_last, grad_u_seq):
         )
     if grad_spike is None:
         grad_spike = torch.zeros_like(x)
+    if not ctx.stored_u:  # the membrane output is an empty placeholder: no gradient to it
+        grad_u_seq = None
     grads = _glif_bwd_op(grad_spike, grad_v_last, grad_u_seq, x, v0, s0, u_seq, *params,
                          *ctx.flags)  # fmt: skip
     return (*grads, None, None, None, None, None, None, None, None)
