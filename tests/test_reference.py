@@ -51,25 +51,43 @@ def run(x, params, *, v0=0.0, s0=0.0, sg=None, channel_dim=0, **kw):
     v0 = v0 if isinstance(v0, torch.Tensor) else torch.full(step, v0, dtype=F64)
     s0 = s0 if isinstance(s0, torch.Tensor) else torch.full(step, s0, dtype=F64)
     return glif_reference(
-        x, v0, s0, **params, surrogate_function=sg or surrogate.Rect(), channel_dim=channel_dim,
+        x,
+        v0,
+        s0,
+        **params,
+        surrogate_function=sg or surrogate.Rect(),
+        channel_dim=channel_dim,
         **kw,
-    )  # fmt: skip
+    )
 
 
 # --------------------------------------------------------------------------- spec §5
 
-_A = dict(alpha=logit(0.55), beta=logit(0.65), gamma=logit(0.55), tau=logit(0.25),
-          v_threshold=0.0, linear_decay=logit(0.0625), v_subreset=0.0)  # fmt: skip
-_B = dict(alpha=1.0, beta=-0.5, gamma=0.3, tau=-1.0, v_threshold=0.2, linear_decay=-2.5,
-          v_subreset=-0.3)  # fmt: skip
+_A = dict(
+    alpha=logit(0.55),
+    beta=logit(0.65),
+    gamma=logit(0.55),
+    tau=logit(0.25),
+    v_threshold=0.0,
+    linear_decay=logit(0.0625),
+    v_subreset=0.0,
+)
+_B = dict(
+    alpha=1.0, beta=-0.5, gamma=0.3, tau=-1.0, v_threshold=0.2, linear_decay=-2.5, v_subreset=-0.3
+)
 WORKED = {
     "A": (_A, [0.0] * 3, [0.9, 0.3, 0.6], "soft", [0.579375, 0.102547, 0.437122], [1, 0, 0]),
-    "B": (_B, [0.5, -0.2, 1.0], [1.2, 0.4, 0.9], "soft", [1.008554, 0.315280, 0.934996],
-          [1, 0, 1]),
-    "C": ({**_A, "alpha": 0.0, "beta": 0.0, "gamma": 0.0}, [0.0] * 3, [0.9, 0.3, 0.6], "soft",
-          [0.643750, 0.144922, 0.509326], [1, 0, 1]),
+    "B": (_B, [0.5, -0.2, 1.0], [1.2, 0.4, 0.9], "soft", [1.008554, 0.315280, 0.934996], [1, 0, 1]),
+    "C": (
+        {**_A, "alpha": 0.0, "beta": 0.0, "gamma": 0.0},
+        [0.0] * 3,
+        [0.9, 0.3, 0.6],
+        "soft",
+        [0.643750, 0.144922, 0.509326],
+        [1, 0, 1],
+    ),
     "E": (_A, [0.0] * 3, [0.9, 0.3, 0.6], "coarse", [0.387500, 0.184375, 0.283594], [0, 0, 0]),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("name", sorted(WORKED))
@@ -224,8 +242,16 @@ def test_spike_iff_u_minus_theta_is_at_least_zero(dtype, sg):
 
 def test_reset_of_a_spike_happens_at_the_next_step():
     """u_{t-1} keeps its supra-threshold value; the reset enters u_t's expression."""
-    params = layerwise([0.4, -0.3, 0.1], alpha=0.3, beta=-0.2, gamma=0.5, tau=-0.8,
-                       v_threshold=0.0, linear_decay=-2.0, v_subreset=-0.5)  # fmt: skip
+    params = layerwise(
+        [0.4, -0.3, 0.1],
+        alpha=0.3,
+        beta=-0.2,
+        gamma=0.5,
+        tau=-0.8,
+        v_threshold=0.0,
+        linear_decay=-2.0,
+        v_subreset=-0.5,
+    )
     p = effective(params)
     a, b, g = p["alpha"], p["beta"], p["gamma"]
     x = [[1.5], [0.2], [0.0]]
@@ -249,8 +275,16 @@ def test_linear_decay_every_step_even_after_a_spike():
     """a = 0 (pure linear decay), g = 1 (full hard reset): after a spike at t = 0 and no
     further input, u_t = -t V_L: the hard reset removes the old potential only, never
     the linear decay (nor the input)."""
-    params = layerwise([0.0] * 4, alpha=-1.0, beta=-1.0, gamma=1.0, tau=0.0,
-                       v_threshold=0.0, linear_decay=-1.0, v_subreset=0.0)  # fmt: skip
+    params = layerwise(
+        [0.0] * 4,
+        alpha=-1.0,
+        beta=-1.0,
+        gamma=1.0,
+        tau=0.0,
+        v_threshold=0.0,
+        linear_decay=-1.0,
+        v_subreset=0.0,
+    )
     vl = sig(-1.0)
     spikes, v_seq, _, _ = run([[2.0], [0.0], [0.0], [0.0]], params, gate_mode="hard")
     assert spikes[:, 0].tolist() == [1, 0, 0, 0]
@@ -258,8 +292,16 @@ def test_linear_decay_every_step_even_after_a_spike():
     torch.testing.assert_close(v_seq[:, 0], want, **TIGHT)
 
     # and with a fractional a (soft gates): u_1 = -(1 - a) V_L + K_1 x_1 after a spike
-    params = layerwise([0.3, -0.6], alpha=0.4, beta=0.2, gamma=50.0, tau=-1.0,
-                       v_threshold=0.0, linear_decay=-1.0, v_subreset=0.0)  # fmt: skip
+    params = layerwise(
+        [0.3, -0.6],
+        alpha=0.4,
+        beta=0.2,
+        gamma=50.0,
+        tau=-1.0,
+        v_threshold=0.0,
+        linear_decay=-1.0,
+        v_subreset=0.0,
+    )
     p = effective(params)
     spikes, v_seq, _, _ = run([[2.0], [0.25]], params)
     assert spikes[0, 0] == 1
@@ -273,9 +315,16 @@ def test_linear_decay_every_step_even_after_a_spike():
 def _reset_grad(gamma: float, gate_mode: str, detach_reset: bool):
     """d u_1 / d x_0 for one neuron whose u_0 = x_0 sits 0.1 above theta = 0.5 (inside
     the Rect window |z| < 0.5, where sg = 1), plus the values it is made of."""
-    params = layerwise([0.0, 0.0], alpha=1.0 if gate_mode == "hard" else 0.4, beta=-1.0,
-                       gamma=gamma, tau=-1.0, v_threshold=0.0, linear_decay=-1.0,
-                       v_subreset=-0.5)  # fmt: skip
+    params = layerwise(
+        [0.0, 0.0],
+        alpha=1.0 if gate_mode == "hard" else 0.4,
+        beta=-1.0,
+        gamma=gamma,
+        tau=-1.0,
+        v_threshold=0.0,
+        linear_decay=-1.0,
+        v_subreset=-0.5,
+    )
     p = effective(params)
     a = torch.tensor(1.0, dtype=F64) if gate_mode == "hard" else p["alpha"]
     b = torch.tensor(0.0, dtype=F64) if gate_mode == "hard" else p["beta"]
@@ -325,8 +374,16 @@ def test_gradient_through_both_reset_terms_with_a_fractional_gate(detach_reset):
 def test_detach_reset_keeps_the_gamma_gradient_of_the_forward():
     """detach_reset cuts d/ds_{t-1} only: gamma still multiplies s_{t-1} in the forward,
     so du_1/dgamma = (-d u_0 s_0 + V_R s_0) g'(raw) either way."""
-    params = layerwise([0.0, 0.0], alpha=0.4, beta=-1.0, gamma=0.3, tau=-1.0,
-                       v_threshold=0.0, linear_decay=-1.0, v_subreset=-0.5)  # fmt: skip
+    params = layerwise(
+        [0.0, 0.0],
+        alpha=0.4,
+        beta=-1.0,
+        gamma=0.3,
+        tau=-1.0,
+        v_threshold=0.0,
+        linear_decay=-1.0,
+        v_subreset=-0.5,
+    )
     params["gamma"].requires_grad_()
     p = effective({n: q.detach() for n, q in params.items()})
     grads = []
@@ -361,12 +418,20 @@ def test_local_derivatives_of_one_step():
     spikes, v_seq, _, _ = run(x, raw, v0=v0, s0=s0, sg=sgf, channel_dim=1)
     u = v_seq[0]
     leaves = {"x": x, "v0": v0, "s0": s0, **raw}
-    grads = torch.autograd.grad(u.sum(), list(leaves.values()), retain_graph=True,
-                                allow_unused=True)  # fmt: skip
-    du = {n: torch.zeros_like(q) if gr is None else gr
-          for (n, q), gr in zip(leaves.items(), grads, strict=True)}  # fmt: skip
-    ds = dict(zip(("x", "v_threshold"), torch.autograd.grad(
-        spikes.sum(), [x, raw["v_threshold"]]), strict=True))  # fmt: skip
+    grads = torch.autograd.grad(
+        u.sum(), list(leaves.values()), retain_graph=True, allow_unused=True
+    )
+    du = {
+        n: torch.zeros_like(q) if gr is None else gr
+        for (n, q), gr in zip(leaves.items(), grads, strict=True)
+    }
+    ds = dict(
+        zip(
+            ("x", "v_threshold"),
+            torch.autograd.grad(spikes.sum(), [x, raw["v_threshold"]]),
+            strict=True,
+        )
+    )
 
     p = effective({n: q.detach() for n, q in raw.items()})
     a, b, gm, tau, theta = p["alpha"], p["beta"], p["gamma"], p["tau"], p["v_threshold"]
@@ -397,12 +462,15 @@ def test_local_derivatives_of_one_step():
         torch.testing.assert_close(du[name], want, **TIGHT, msg=f"du/d{name}")
     for name, want in per_channel.items():
         torch.testing.assert_close(du[name], want.sum(0), **TIGHT, msg=f"du/d{name}")
-    torch.testing.assert_close(du["conduct"][0], (b * x0 * dsig(k)).sum(0), **TIGHT,
-                               msg="du/dconduct")  # fmt: skip
-    torch.testing.assert_close(du["v_threshold"], torch.zeros(C, dtype=F64), **TIGHT,
-                               msg="u does not depend on theta")  # fmt: skip
+    torch.testing.assert_close(
+        du["conduct"][0], (b * x0 * dsig(k)).sum(0), **TIGHT, msg="du/dconduct"
+    )
+    torch.testing.assert_close(
+        du["v_threshold"], torch.zeros(C, dtype=F64), **TIGHT, msg="u does not depend on theta"
+    )
     # ds/du = sg(u - theta), ds/dtheta = -sg(u - theta)
     torch.testing.assert_close(ds["x"], sg[None] * elementwise["x"], **TIGHT, msg="ds/dx")
-    torch.testing.assert_close(ds["v_threshold"], (-sg * dsig(theta)).sum(0), **TIGHT,
-                               msg="ds/dtheta")  # fmt: skip
+    torch.testing.assert_close(
+        ds["v_threshold"], (-sg * dsig(theta)).sum(0), **TIGHT, msg="ds/dtheta"
+    )
     assert (sg > 1e-3).any(), "the check should see non-trivial surrogate values"
