@@ -205,12 +205,13 @@ def _glif_fwd_kernel(
 
 @triton.jit(do_not_specialize=["T", "t0"])
 def _glif_bwd_kernel(
-    gsp_ptr, gvl_ptr, gu_ptr, x_ptr, v0_ptr, s0_ptr, u_ptr,
+    gsp_ptr, gvl_ptr, gsl_ptr, gu_ptr, x_ptr, v0_ptr, s0_ptr, u_ptr,
     alpha_ptr, beta_ptr, gamma_ptr, tau_ptr, vth_ptr, vl_ptr, vr_ptr, k_ptr,
     dx_ptr, dv0_ptr, ds0_ptr, dpar_ptr, dk_ptr,
     T, t0, OUTER, C, INNER, N_CB, N_IB,
     sgs_t, sgs_o, sgs_c, sgs_i,
     sgv_o, sgv_c, sgv_i,
+    sgsl_o, sgsl_c, sgsl_i,
     sgu_t, sgu_o, sgu_c, sgu_i,
     sx_t, sx_o, sx_c, sx_i,
     sv_o, sv_c, sv_i,
@@ -219,7 +220,7 @@ def _glif_bwd_kernel(
     so_t, so_o, so_c,
     sg_alpha,
     GATE_MODE: tl.constexpr, SURROGATE: tl.constexpr, DETACH_RESET: tl.constexpr,
-    HAS_GV: tl.constexpr, HAS_GU: tl.constexpr, CDT: tl.constexpr,
+    HAS_GV: tl.constexpr, HAS_GS: tl.constexpr, HAS_GU: tl.constexpr, CDT: tl.constexpr,
     BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
 ):  # fmt: skip
     offs_o, offs_c, offs_i, mask_c, mask, pid_p = _tile_offsets(
@@ -270,7 +271,11 @@ def _glif_bwd_kernel(
         gv = tl.load(gvl_ptr + gv_off, mask=mask, other=0.0).to(CDT)
     else:
         gv = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)
-    gs = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)
+    if HAS_GS:  # the final spike's gradient enters as dL/ds_{T-1} from the future
+        gsl_off = _offsets3(offs_o, offs_c, offs_i, sgsl_o, sgsl_c, sgsl_i)
+        gs = tl.load(gsl_ptr + gsl_off, mask=mask, other=0.0).to(CDT)
+    else:
+        gs = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)
 
     # Pointers start at t = T - 1 and step backwards.
     last = T.to(tl.int64) - 1
@@ -544,6 +549,7 @@ def glif_bwd(
     surrogate_id: int,
     sg_alpha: float,
     detach_reset: bool,
+    grad_s_last: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """GLIF backward over ``T`` steps in one launch (reverse time).
 
@@ -559,6 +565,9 @@ def glif_bwd(
             4 soft_sign, 5 super_spike, 6 erf, 7 rect (:mod:`sj_glif.surrogates`);
             ``sg_alpha`` its ``alpha`` (used in the compute dtype, passed as float32).
         detach_reset: no gradient through ``s_{t-1}`` in the reset terms.
+        grad_s_last: gradient of the final spike state (``step_shape``, compute dtype) or
+            ``None``; equivalent to adding it to ``grad_spike[T - 1]`` but without rounding
+            it to a 16-bit input dtype.
 
     Returns:
         ``(dx, dv0, ds0, d_alpha, d_beta, d_gamma, d_tau, d_v_threshold, d_linear_decay,
@@ -582,18 +591,15 @@ def glif_bwd(
     if T == 0 or x.numel() == 0:
         dx.zero_()
         dv0 = torch.zeros(step_shape, dtype=cdt, device=dev)
-        if grad_v_last is not None:
+        ds0 = torch.zeros(step_shape, dtype=cdt, device=dev)
+        if grad_v_last is not None:  # with no step, v_last is v0 and s_last is s0
             dv0.copy_(grad_v_last)
+        if grad_s_last is not None:
+            ds0.copy_(grad_s_last)
         grads = [torch.zeros_like(p) for p in params]
         if gate_grads is not None:
             grads[:3] = gate_grads
-        return (
-            dx,
-            dv0,
-            torch.zeros(step_shape, dtype=cdt, device=dev),
-            *grads,
-            torch.zeros_like(conduct),
-        )
+        return dx, dv0, ds0, *grads, torch.zeros_like(conduct)
 
     channelwise = _is_channelwise(*params, conduct[0])
     outer, C, inner = _geometry(step_shape, channel_dim, channelwise)
@@ -608,13 +614,20 @@ def glif_bwd(
         u4 = u4.contiguous()  # the kernel reads u_seq with the output strides
     v3 = _view(v0, shape3)
     s3 = _view(s0, shape3)
-    has_gu, has_gv = grad_u_seq is not None, grad_v_last is not None
+    has_gu, has_gv, has_gs = (
+        grad_u_seq is not None,
+        grad_v_last is not None,
+        grad_s_last is not None,
+    )
     if has_gu:
         assert grad_u_seq.shape == x.shape, (grad_u_seq.shape, x.shape)
         gu4 = _view(grad_u_seq, shape4)
     if has_gv:
         assert grad_v_last.shape == step_shape, (grad_v_last.shape, step_shape)
         gv3 = _view(grad_v_last, shape3)
+    if has_gs:
+        assert grad_s_last.shape == step_shape, (grad_s_last.shape, step_shape)
+        gsl3 = _view(grad_s_last, shape3)
 
     bo, bc, bi = _blocks(outer, C, inner, x4.stride()[1:], _BWD_TILE)
     n_cb, n_ib = triton.cdiv(C, bc), triton.cdiv(inner, bi)
@@ -624,18 +637,20 @@ def glif_bwd(
     dpar = _empty((n_p, _N_PARAM_ROWS, C), dtype=cdt, device=dev)
     dk = _empty((n_p, T, C), dtype=cdt, device=dev)
     _glif_bwd_kernel[(n_p * n_cb,)](
-        gs4, gv3 if has_gv else gs4, gu4 if has_gu else gs4, x4, v3, s3, u4,
+        gs4, gv3 if has_gv else gs4, gsl3 if has_gs else gs4, gu4 if has_gu else gs4,
+        x4, v3, s3, u4,
         *params, conduct,
         dx, dv0, ds0, dpar, dk,
         T, t0, outer, C, inner, n_cb, n_ib,
         *gs4.stride(),
         *(gv3.stride() if has_gv else (0, 0, 0)),
+        *(gsl3.stride() if has_gs else (0, 0, 0)),
         *(gu4.stride() if has_gu else (0, 0, 0, 0)),
         *x4.stride(), *v3.stride(), *s3.stride(), *sp, *sk,
         outer * C * inner, C * inner, inner,
         float(sg_alpha),
         GATE_MODE=gate_mode, SURROGATE=surrogate_id, DETACH_RESET=detach_reset,
-        HAS_GV=has_gv, HAS_GU=has_gu, CDT=_tl_dtype(cdt),
+        HAS_GV=has_gv, HAS_GS=has_gs, HAS_GU=has_gu, CDT=_tl_dtype(cdt),
         BLOCK_O=bo, BLOCK_C=bc, BLOCK_I=bi, num_warps=_BWD_WARPS,
     )  # fmt: skip
 

@@ -239,7 +239,7 @@ def _torch_fwd(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_
             spike_seq[t].copy_(s)
         v = u
     v_last = v.clone() if store_u else v
-    return spike_seq, v_last, (u_seq if store_u else x.new_empty(0, dtype=cdt))
+    return spike_seq, v_last, s, (u_seq if store_u else x.new_empty(0, dtype=cdt))
 
 
 def _surrogate_grad_(u: Tensor, theta: Tensor, sid: int, alpha: float, a: Tensor, b: Tensor):
@@ -254,13 +254,13 @@ def _surrogate_grad_(u: Tensor, theta: Tensor, sid: int, alpha: float, a: Tensor
     return surrogate_grad(a, sid, alpha), 1.0
 
 
-def _torch_bwd(grad_spike, grad_v_last, grad_u_seq, x, v0, s0, u_seq, alpha, beta, gamma, tau,
-               v_threshold, linear_decay, v_subreset, conduct, t0, channel_dim, gate_mode,
-               surrogate_id, sg_alpha, detach_reset):  # fmt: skip
+def _torch_bwd(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq, alpha, beta,
+               gamma, tau, v_threshold, linear_decay, v_subreset, conduct, t0, channel_dim,
+               gate_mode, surrogate_id, sg_alpha, detach_reset):  # fmt: skip
     T, nd, cdt = x.shape[0], x.dim() - 1, compute_dtype(x.dtype)
     if u_seq.numel() == 0:  # the torch path keeps no membrane stream: recompute it
         params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
-        u_seq = _torch_fwd(x, v0, s0, *params, t0, channel_dim, gate_mode, True, False)[2]
+        u_seq = _torch_fwd(x, v0, s0, *params, t0, channel_dim, gate_mode, True, False)[3]
     layerwise = tau.dim() == 0
     c = _coefficients(alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,
                       conduct[t0 : t0 + T], gate_mode, cdt)  # fmt: skip
@@ -282,6 +282,8 @@ def _torch_bwd(grad_spike, grad_v_last, grad_u_seq, x, v0, s0, u_seq, alpha, bet
         else buf()
     )
     gs_neg, sg, ds, dup, tmp, s_prev, acc_ups = (buf() for _ in range(7))
+    if grad_s_last is not None:  # the final spike's gradient: dL/ds_{T-1} from the future
+        gs_neg.sub_(grad_s_last)
     sums_up, sums_u, sums_us, sums_th, d_k = [], [], [], [], []
     for t in range(T - 1, -1, -1):
         if t > 0:
@@ -387,10 +389,10 @@ def _glif_fwd_op(
     detach_reset: bool,
     store_u: bool,
     impl: str,
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     args = (x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
     if impl == "triton":
-        return _kernels().glif_fwd(
+        spike_seq, v_last, u_seq = _kernels().glif_fwd(
             *args,
             t0=t0,
             channel_dim=channel_dim,
@@ -399,6 +401,10 @@ def _glif_fwd_op(
             sg_alpha=sg_alpha,
             store_u=store_u,
         )
+        # s_last is an output of its own (compute dtype) so that its gradient reaches the
+        # backward unrounded by a 16-bit spike dtype
+        s_last = spike_seq[-1].to(compute_dtype(x.dtype), copy=True)
+        return spike_seq, v_last, s_last, u_seq
     return _torch_fwd(*args, t0, channel_dim, gate_mode, store_u)
 
 
@@ -408,13 +414,15 @@ def _(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,
     cdt = compute_dtype(x.dtype)
     u_seq = x.new_empty(x.shape, dtype=cdt) if store_u else x.new_empty(0, dtype=cdt)
     spike_seq = torch.empty_like(x, memory_format=torch.contiguous_format)
-    return spike_seq, x.new_empty(x.shape[1:], dtype=cdt), u_seq
+    state = [x.new_empty(x.shape[1:], dtype=cdt) for _ in range(2)]
+    return spike_seq, *state, u_seq
 
 
 @torch.library.custom_op("sj_glif::glif_bwd", mutates_args=())
 def _glif_bwd_op(
     grad_spike: Tensor,
     grad_v_last: Tensor | None,
+    grad_s_last: Tensor | None,
     grad_u_seq: Tensor | None,
     x: Tensor,
     v0: Tensor,
@@ -436,11 +444,18 @@ def _glif_bwd_op(
     detach_reset: bool,
     impl: str,
 ) -> list[Tensor]:
-    args = (grad_spike, grad_v_last, grad_u_seq, x, v0, s0, u_seq, alpha, beta, gamma, tau,
-            v_threshold, linear_decay, v_subreset, conduct)  # fmt: skip
+    params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
     if impl == "triton":
         out = _kernels().glif_bwd(
-            *args,
+            grad_spike,
+            grad_v_last,
+            grad_u_seq,
+            x,
+            v0,
+            s0,
+            u_seq,
+            *params,
+            grad_s_last=grad_s_last,
             t0=t0,
             channel_dim=channel_dim,
             gate_mode=gate_mode,
@@ -452,12 +467,14 @@ def _glif_bwd_op(
         # a custom op's outputs may not alias each other
         out = [*out[:3], *(g.clone() for g in out[3:10]), out[10]]
     else:
-        out = _torch_bwd(*args, t0, channel_dim, gate_mode, surrogate_id, sg_alpha, detach_reset)
+        out = _torch_bwd(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq,
+                         *params, t0, channel_dim, gate_mode, surrogate_id, sg_alpha,
+                         detach_reset)  # fmt: skip
     return list(out)
 
 
 @_glif_bwd_op.register_fake
-def _(grad_spike, grad_v_last, grad_u_seq, x, v0, s0, u_seq, alpha, beta, gamma, tau,
+def _(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq, alpha, beta, gamma, tau,
       v_threshold, linear_decay, v_subreset, conduct, t0, channel_dim, gate_mode, surrogate_id,
       sg_alpha, detach_reset, impl):  # fmt: skip
     params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
@@ -469,13 +486,13 @@ def _(grad_spike, grad_v_last, grad_u_seq, x, v0, s0, u_seq, alpha, beta, gamma,
 
 def _setup_context(ctx, inputs, output):
     (x, v0, s0, *params, t0, channel_dim, gate_mode, sid, sg_alpha, detach, store_u, impl) = inputs
-    ctx.save_for_backward(x, v0, s0, output[2], *params)
+    ctx.save_for_backward(x, v0, s0, output[3], *params)
     ctx.flags = (t0, channel_dim, gate_mode, sid, sg_alpha, detach, impl)
     ctx.stored_u = store_u
     ctx.set_materialize_grads(False)
 
 
-def _backward(ctx, grad_spike, grad_v_last, grad_u_seq):
+def _backward(ctx, grad_spike, grad_v_last, grad_s_last, grad_u_seq):
     x, v0, s0, u_seq, *params = ctx.saved_tensors
     if not ctx.stored_u and ctx.flags[-1] == "triton":
         raise RuntimeError(
@@ -486,8 +503,8 @@ def _backward(ctx, grad_spike, grad_v_last, grad_u_seq):
         grad_spike = torch.zeros_like(x)
     if not ctx.stored_u:  # the membrane output is an empty placeholder: no gradient to it
         grad_u_seq = None
-    grads = _glif_bwd_op(grad_spike, grad_v_last, grad_u_seq, x, v0, s0, u_seq, *params,
-                         *ctx.flags)  # fmt: skip
+    grads = _glif_bwd_op(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq,
+                         *params, *ctx.flags)  # fmt: skip
     return (*grads, None, None, None, None, None, None, None, None)
 
 
@@ -670,11 +687,10 @@ def glif_multi_step(
     # the Triton backward reads the saved membrane stream; the torch backward recomputes
     # it from the input, so training keeps only x (and the initial state) alive
     store_u = bool(store_v_seq or (needs_grad and impl == "triton"))
-    spike_seq, v_last, u_seq = _glif_fwd_op(
+    spike_seq, v_last, s_last, u_seq = _glif_fwd_op(
         x_seq, v0, s0, *params.values(), t0, cd, _GATE_IDS[gate_mode], sid, sg_alpha,
         detach_reset, store_u, impl,
     )  # fmt: skip
-    s_last = spike_seq[-1].to(cdt)
     return GLIFOutput(spike_seq, v_last, s_last, u_seq if store_v_seq else None)
 
 

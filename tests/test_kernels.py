@@ -580,3 +580,28 @@ def test_node_triton_chunks_single_steps_and_torch_agree(gate_mode):
         assert torch.equal(state[1], ref[1][1]) and state[2] == T
         for g, want in zip(grads, ref[2], strict=True):
             torch.testing.assert_close(g, want, rtol=1e-10, atol=1e-12)
+
+
+def test_grad_s_last_equals_folding_it_into_the_last_spike_gradient():
+    """``grad_s_last`` is the final spike's gradient entering unrounded: in float64 it must
+    equal adding it to ``grad_spike[T - 1]``; and with T = 0 it is ``ds0`` itself."""
+    case = make_case((2, 5, 3), 1, 3, seed=21)
+    sid, sg_alpha = fused_surrogate(surrogate.Erf())
+    common = dict(t0=case.t0, channel_dim=1, gate_mode=GATE_IDS[case.gate], surrogate_id=sid,
+                  sg_alpha=sg_alpha)  # fmt: skip
+    args = (*case.params, case.conduct)
+    _, _, u_seq = glif.glif_fwd(case.x, case.v0, case.s0, *args, store_u=True, **common)
+    w = torch.randn(case.x.shape[1:], dtype=torch.float64)
+    g = torch.randn(case.x.shape, dtype=torch.float64)
+    folded = g.clone()
+    folded[-1] += w
+    common.pop("surrogate_id"), common.pop("sg_alpha")
+    kw = dict(surrogate_id=sid, sg_alpha=sg_alpha, detach_reset=False, **common)
+    a = glif.glif_bwd(g, None, None, case.x, case.v0, case.s0, u_seq, *args, grad_s_last=w, **kw)
+    b = glif.glif_bwd(folded, None, None, case.x, case.v0, case.s0, u_seq, *args, **kw)
+    for name, p, q in zip(GRAD_NAMES, a, b, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12, msg=name)
+    empty = case.x[:0]
+    out = glif.glif_bwd(g[:0], None, None, empty, case.v0, case.s0, u_seq[:0], *args,
+                        grad_s_last=w, **kw)  # fmt: skip
+    assert torch.equal(out[2], w)

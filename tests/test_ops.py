@@ -659,12 +659,6 @@ def test_low_precision_input(dtype):
         _check_bound(f"grad {name}", grads[name], grads_lo[name], grads64[name])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="s_last is spike_seq[-1].to(float32): its gradient is rounded to the input dtype "
-    "on its way into the op (the reference keeps it in float32), so at every chunk boundary "
-    "the recurrent spike gradient loses precision; fixing it needs s_last as an op output",
-)
 @pytest.mark.parametrize("dtype", LOW, ids=LOW_IDS)
 def test_low_precision_gradient_through_s_last(dtype):
     (_, grads), (_, grads_lo), (_, grads64) = _low_precision_runs(dtype, True)
@@ -894,12 +888,13 @@ def test_opcheck_glif_bwd():
     args = _op_args("strided", True, "soft")
     x, v0, s0, *rest = (a.detach() if isinstance(a, torch.Tensor) else a for a in args)
     params, flags = rest[:8], rest[8:]
-    _, v_last, u_seq = torch.ops.sj_glif.glif_fwd(x, v0, s0, *params, *flags)
+    _, v_last, s_last, u_seq = torch.ops.sj_glif.glif_fwd(x, v0, s0, *params, *flags)
     grad_spike = torch.randn(x.shape)
     grad_v = torch.randn(2, 3).t().contiguous().t()  # a strided incoming gradient
     bwd_args = (
         grad_spike,
         grad_v,
+        torch.randn(s_last.shape),
         torch.randn(u_seq.shape),
         x,
         v0,
