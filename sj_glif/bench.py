@@ -90,7 +90,7 @@ def environment(device: torch.device) -> dict:
 # --------------------------------------------------------------------------- providers
 
 
-def _gated_lif(T: int, C: int, device, dtype) -> torch.nn.Module:
+def _gated_lif(T: int, C: int, device) -> torch.nn.Module:
     return neuron.GatedLIFNode(T=T, inplane=C, surrogate_function=surrogate.Sigmoid()).to(device)
 
 
@@ -103,9 +103,9 @@ def make_provider(name: str, T: int, C: int, device: torch.device, dtype: torch.
         m = GLIFNode(T=T, channels=C, step_mode="m", backend=backend).to(device)
         return m, None
     if name == "gated_lif":
-        return _gated_lif(T, C, device, dtype), None
+        return _gated_lif(T, C, device), None
     if name == "gated_lif_compile":
-        m = _gated_lif(T, C, device, dtype)
+        m = _gated_lif(T, C, device)
         return torch.compile(m), None
     if name == "sj_lif":
         return neuron.LIFNode(step_mode="m").to(device), None

@@ -27,7 +27,7 @@ import torch
 from spikingjelly.activation_based import surrogate as sj_surrogate
 from torch import Tensor
 
-from .reference import GATE_MODES, compute_dtype, glif_reference
+from .reference import GATE_MODES, channel_view, compute_dtype, glif_reference
 from .surrogates import fused_surrogate, surrogate_grad
 
 __all__ = [
@@ -193,15 +193,6 @@ def _coefficients(
     return c
 
 
-def _step_view(p: Tensor, nd: int, cd: int) -> Tensor:
-    """``[C]`` -> broadcastable over a step of rank ``nd`` (``[]`` stays)."""
-    if p.dim() == 0:
-        return p
-    shape = [1] * nd
-    shape[cd] = p.shape[-1]
-    return p.reshape(shape)
-
-
 def _channel_sum(t: Tensor, cd: int, layerwise: bool) -> Tensor:
     """Sum a step-shaped tensor over every axis but the channel (all axes if layer-wise)."""
     if layerwise:
@@ -219,7 +210,7 @@ def _torch_fwd(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_
     c = _coefficients(alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,
                       conduct[t0 : t0 + T], gate_mode, cdt)  # fmt: skip
     D, GhD, L, R, theta = (
-        _step_view(c[n], nd, channel_dim) for n in ("D", "GhD", "L", "R", "theta")
+        channel_view(c[n], nd, channel_dim) for n in ("D", "GhD", "L", "R", "theta")
     )
     spike_seq = torch.empty_like(x, memory_format=torch.contiguous_format) if spikes else None
     u_seq = torch.empty(x.shape, dtype=cdt, device=x.device) if store_u else None
@@ -233,7 +224,7 @@ def _torch_fwd(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_
         torch.addcmul(D, GhD, s, value=-1, out=decay)  # D (1 - Gh s): finite for v = +-inf
         torch.addcmul(neg_l, decay, v, out=u)
         u.addcmul_(R, s, value=-1)
-        u.addcmul_(_step_view(c["K"][t], nd, channel_dim), x[t].to(cdt))
+        u.addcmul_(channel_view(c["K"][t], nd, channel_dim), x[t].to(cdt))
         torch.ge(u, theta, out=s)  # a float out: far cheaper on the CPU than a bool round trip
         if spikes:
             spike_seq[t].copy_(s)
@@ -264,7 +255,7 @@ def _torch_bwd(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_se
     layerwise = tau.dim() == 0
     c = _coefficients(alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,
                       conduct[t0 : t0 + T], gate_mode, cdt)  # fmt: skip
-    D, GhD, R, theta = (_step_view(c[n], nd, channel_dim) for n in ("D", "GhD", "R", "theta"))
+    D, GhD, R, theta = (channel_view(c[n], nd, channel_dim) for n in ("D", "GhD", "R", "theta"))
     dx = torch.empty_like(x, memory_format=torch.contiguous_format)
 
     def buf() -> Tensor:
@@ -298,7 +289,7 @@ def _torch_bwd(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_se
         du.add_(ds, alpha=scale)  # du = gv + sg * ds
         if grad_u_seq is not None:
             du.add_(grad_u_seq[t])
-        torch.mul(du, _step_view(c["K"][t], nd, channel_dim), out=dx[t])
+        torch.mul(du, channel_view(c["K"][t], nd, channel_dim), out=dx[t])
         d_k.append(csum(torch.mul(du, x[t], out=tmp)))
         sums_up.append(csum(torch.mul(du, u_prev, out=dup)))
         acc_ups.addcmul_(dup, s_prev)
