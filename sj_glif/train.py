@@ -227,6 +227,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         raise SystemExit(2)
 
     p.error = error  # type: ignore[method-assign]
+    parse_known = p.parse_known_args
+
+    def parse_known_args(args: Any = None, namespace: Any = None) -> Any:
+        # argparse hands a subcommand's unknown options up to the top-level parser, which
+        # reports them with its usage block; report them here, in one line
+        ns, extras = parse_known(args, namespace)
+        if extras:
+            error(f"unrecognized arguments: {' '.join(extras)}")
+        return ns, extras
+
+    p.parse_known_args = parse_known_args  # type: ignore[method-assign]
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:

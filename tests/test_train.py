@@ -278,6 +278,7 @@ def test_incomplete_folder_names_the_missing_files(cifar10, tmp_path, capsys):
         (["--limit-train", "41"], "--limit-train 41:"),
         (["--limit-test", "0"], "--limit-test: expected an integer >= 1"),
         (["--resume"], "--resume: no checkpoint at"),
+        (["--bogus", "1"], "unrecognized arguments: --bogus 1"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(argv, words, cifar10, tmp_path, capsys):
