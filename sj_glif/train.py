@@ -18,7 +18,7 @@ Every epoch writes ``OUT/last.pt`` (model, optimizer, scheduler, gradient scaler
 best accuracy, arguments, RNG states, versions), ``OUT/best.pt`` when the test accuracy
 improves (model weights) and a line of ``OUT/metrics.jsonl``. ``--resume`` continues
 from ``OUT/last.pt``; on the CPU the result equals an uninterrupted run exactly (on CUDA,
-cuDNN's autotuned kernels are not bitwise deterministic). ``--width`` and
+cuDNN's autotuned convolutions need not be bitwise deterministic). ``--width`` and
 ``--limit-train/--limit-test`` make smoke runs that finish in seconds.
 """
 
@@ -81,7 +81,11 @@ class TrainError(ValueError):
 
 @dataclass
 class TrainConfig:
-    """Everything a run depends on. ``RECIPE`` fields must match when resuming."""
+    """The options of a run, named as ``sj-glif train``'s (``--batch-size`` ->
+    ``batch_size``), with its defaults. The :data:`RECIPE` fields decide the result and
+    must match when resuming; ``data``, ``device``, ``out`` and ``no_progress`` may
+    change. ``device=None``: CUDA if available, else the CPU. ``limit_train`` /
+    ``limit_test`` ``None``: every image."""
 
     data: str | None = None
     dataset: str = "cifar100"
@@ -491,15 +495,15 @@ def train(given: dict[str, Any]) -> int:
         except ImportError:
             print("no progress bar: tqdm is not installed (pip install tqdm)")
             progress = False
+    out = Path(cfg.out)
+    if ckpt is not None and ckpt["epoch"] >= cfg.epochs:
+        print(f"nothing to do: the run in {out} finished its {cfg.epochs} epochs")
+        return 0
     try:
         data = load_cifar(cfg.data, cfg.dataset)
     except CifarError as err:
         raise TrainError(f"--data: {err}") from err
     _limit(data, cfg)
-    out = Path(cfg.out)
-    if ckpt is not None and ckpt["epoch"] >= cfg.epochs:
-        print(f"nothing to do: the run in {out} finished its {cfg.epochs} epochs")
-        return 0
 
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)  # shuffling and augmentation
