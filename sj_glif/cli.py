@@ -82,7 +82,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``sj-glif`` (subcommands ``bench`` and ``demo``)."""
-    from . import demo
+    from . import demo, train
 
     parser = argparse.ArgumentParser(
         prog="sj-glif", description="Gated LIF neurons for SpikingJelly: benchmark and demo."
@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_arguments(pd)
     pd.set_defaults(func=demo.main)
+    train.register(sub)
     return parser
 
 
