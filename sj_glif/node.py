@@ -35,7 +35,7 @@ _FOREIGN_KWARGS = {
 def _is_bool(x: object) -> bool:
     """Python and NumPy booleans (``np.bool_`` is not a ``numbers.Integral``, so this is
     the only way it passes the checks below)."""
-    return isinstance(x, bool) or type(x).__name__ == "bool_"
+    return isinstance(x, bool) or (type(x).__module__ == "numpy" and "bool" in type(x).__name__)
 
 
 def _real(x: object, name: str) -> float:
@@ -566,7 +566,19 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
     @classmethod
     def from_gated_lif(cls, node: nn.Module, **kwargs: Any) -> GLIFNode:
         """A GLIFNode with the parameters (copied) and surrogate of SpikingJelly's
-        ``GatedLIFNode`` ``node``. ``kwargs`` override GLIFNode arguments."""
+        ``GatedLIFNode`` ``node``. ``kwargs`` override GLIFNode arguments (a ``T`` or
+        ``channels`` that disagrees with ``node``'s parameters raises ``RuntimeError``
+        naming both shapes).
+
+        Raises:
+            TypeError: ``node`` is not a SpikingJelly ``GatedLIFNode``.
+        """
+        gated = getattr(neuron, "GatedLIFNode", None)
+        if gated is None or not isinstance(node, gated):
+            raise TypeError(
+                "from_gated_lif expects a SpikingJelly neuron.GatedLIFNode, got "
+                f"{type(node).__name__}; for other neurons use sj_glif.swap_neurons"
+            )
         tau = node.tau
         args: dict[str, Any] = dict(
             T=node.T,
