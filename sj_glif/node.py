@@ -89,6 +89,17 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
     :func:`sj_glif.materialize`) before creating the optimizer, compiling, or wrapping
     in DistributedDataParallel (:func:`sj_glif.prepare_ddp`).
 
+    Checkpoints (``load_state_dict``): what the node knows must match, what it does not
+    know is adopted. It knows its layout (channel-wise ``[C]`` / ``conduct [T, C]`` or
+    layer-wise ``[]`` / ``[T]``) from construction, and ``T`` and ``channels`` once
+    given at construction or materialized; a lazy node takes the unknown ones from the
+    checkpoint (all its parameters must agree on them), so lazy and materialized nodes
+    accept and refuse the same checkpoints. A refusal (``RuntimeError``, also with
+    ``strict=False``, as PyTorch does for size mismatches) names the key, the
+    checkpoint's shape and the expected one, and leaves the node as it was. Lazy
+    parameters the checkpoint lacks (``strict=False``) get their initial values at the
+    adopted shapes.
+
     Bad input raises before anything changes: parameters, ``v``, ``spike`` and ``step``
     stay as they were (a lazy node stays lazy). Defined edge cases: an empty batch
     (``B = 0``) returns empty spikes and advances ``step``; a NaN input gives no spike
@@ -135,6 +146,8 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
         Args:
             T: number of time steps; ``conduct`` has one row per step. ``None`` (default):
                 inferred from the first multi-step input's length ('s' mode requires T).
+                Model builders that pass their own ``T`` to the model (Spikformer's)
+                must not get it in the neuron's kwargs too (see :mod:`sj_glif.plugins`).
             channels: channel count; ``None`` (default): inferred from the first input.
             channel_wise: per-channel parameters ``[C]`` (default True) or layer-wise ``[]``.
             channel_dim: channel axis of one step's tensor (default 1: ``[B, C, H, W]`` and

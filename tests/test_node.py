@@ -315,6 +315,8 @@ def test_numpy_scalars_work_like_python_numbers():
     for name in ("tau", "v_threshold", "linear_decay", "v_subreset", "conduct"):
         torch.testing.assert_close(getattr(node, name), getattr(want, name), msg=name)
     assert node(torch.rand(2, 5, 2)).shape == (2, 5, 2)
+    lazy_T = GLIFNode(T=np.int64(4))
+    assert type(lazy_T.T) is int and type(lazy_T._T) is int and lazy_T.channels is None
     lazy = GLIFNode(step_mode="m", init_gate_range=np.float64(0.2))
     assert lazy(torch.rand(2, 1, 3)).shape == (2, 1, 3) and lazy.channels == 3
 
