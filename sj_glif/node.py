@@ -413,9 +413,11 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
         if problem is not None:
             error_msgs.append(problem)
             return
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
+        with torch.inference_mode(False):  # lazy parameters materialize as normal tensors
+            super()._load_from_state_dict(
+                state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                error_msgs,
+            )  # fmt: skip
         if self.has_uninitialized_params() and (channels is not None or T is not None):
             if channels is not None and self.channel_wise:
                 self._channels = channels

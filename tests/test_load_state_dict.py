@@ -187,3 +187,13 @@ def test_checkpoint_loads_into_glif_inside_a_model_with_other_layers_strict_fals
     result = model.load_state_dict(sd, strict=False)
     assert result.unexpected_keys == ["other.w"] and "1.beta" in result.missing_keys
     assert model[1].channels == C
+
+
+def test_lazy_node_loaded_under_inference_mode_can_train():
+    sd = _checkpoint(True, T, C)
+    node = GLIFNode(step_mode="m")
+    with torch.inference_mode():
+        node.load_state_dict(sd)
+    assert not any(p.is_inference() for p in node.parameters())
+    node(torch.rand(T, 2, C)).sum().backward()
+    assert node.tau.grad is not None
