@@ -449,6 +449,7 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
             if p is None or not isinstance(value, Tensor) or is_lazy(value):
                 continue  # absent, or not a tensor: PyTorch's own checks report it
             key, shape = prefix + name, list(value.shape)
+            refusal = f"cannot load {key} of shape {shape} into {node}: expected {want(name)}"
             rank = (2 if cw else 1) if name == "conduct" else (1 if cw else 0)
             if len(shape) != rank:
                 if cw and len(shape) == rank - 1:
@@ -458,31 +459,16 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
                 else:
                     hint = ""
                 layout = "channel-wise" if cw else "layer-wise"
-                return (
-                    f"cannot load {key} of shape {shape} into {node}: expected {want(name)} "
-                    f"(this node is {layout}){hint}",
-                    None,
-                    None,
-                )
+                return f"{refusal} (this node is {layout}){hint}", None, None
             dims = {"T": shape[0]} if name == "conduct" else {}
             if cw:
                 dims["C"] = shape[-1]
             for dim, size in dims.items():
                 if known[dim] is not None and size != known[dim]:
-                    return (
-                        f"cannot load {key} of shape {shape} into {node}: expected "
-                        f"{want(name)} ({_DIM[dim]}={known[dim]} is fixed in this node)",
-                        None,
-                        None,
-                    )
+                    return f"{refusal} ({_DIM[dim]}={known[dim]} is fixed in this node)", None, None
                 if dim in found and size != found[dim][0]:
-                    return (
-                        f"cannot load {key} of shape {shape} into {node}: expected "
-                        f"{want(name)} ({_DIM[dim]}={found[dim][0]} from {found[dim][1]} of the "
-                        "same checkpoint)",
-                        None,
-                        None,
-                    )
+                    source = f"{_DIM[dim]}={found[dim][0]} from {found[dim][1]}"
+                    return f"{refusal} ({source} of the same checkpoint)", None, None
                 found.setdefault(dim, (size, key))
         channels = found.get("C", (known["C"],))[0]
         T = found.get("T", (known["T"],))[0]
