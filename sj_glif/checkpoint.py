@@ -119,6 +119,30 @@ def _squeeze(t: Tensor, key: str, leading: tuple[int, ...]) -> Tensor:
     return t.reshape(*leading, -1)
 
 
+def _check_conduct(v: Tensor, key: str, C: int, tau_key: str) -> None:
+    """A channel-wise ``conduct`` is ``[T, C]`` plus singleton axes after ``T``; say so,
+    with the shape seen, when it is not (and whether it looks transposed)."""
+    rest = [d for d in v.shape[1:] if d != 1]
+    if rest == [C]:
+        return
+    big = [d for d in v.shape if d != 1]
+    hint = ""
+    if len(big) == 2 and big[0] == C:
+        hint = f"; it looks transposed ([C, T] = {big}): store it as [T, C] = {big[::-1]}"
+    raise ValueError(
+        f"{key} has shape {list(v.shape)}; expected [T, {C}] (+ singleton axes): the time "
+        f"steps first, then the C={C} channels of {tau_key}{hint}"
+    )
+
+
+def _check_mapping(state_dict: object, where: str) -> None:
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(
+            f"{where} expects a state dict (a mapping of str to tensors), got "
+            f"{type(state_dict).__name__}"
+        )
+
+
 def convert_official_state_dict(state_dict: Mapping[str, object]) -> dict[str, object]:
     """Rename the official GLIF code's neuron parameters to GLIFNode's, for a whole model.
 
@@ -139,8 +163,10 @@ def convert_official_state_dict(state_dict: Mapping[str, object]) -> dict[str, o
     Raises:
         ValueError: a neuron lacks keys, has unknown ones (e.g. already-converted
             names), or has shapes GLIFNode cannot hold (the ``time_wise`` variant).
-        TypeError: a neuron entry is not a tensor.
+        TypeError: ``state_dict`` is not a mapping, a key is not a str, or a neuron
+            entry is not a tensor.
     """
+    _check_mapping(state_dict, "convert_official_state_dict")
     renamed: dict[str, tuple[str, object]] = {}
     for prefix, by_name in _groups(state_dict).items():
         names = set(by_name)
@@ -194,6 +220,8 @@ def convert_official_state_dict(state_dict: Mapping[str, object]) -> dict[str, o
                     "mixed layer-wise/channel-wise parameters (the official time_wise "
                     "layer-wise variant has no GLIFNode counterpart)"
                 )
+            if name == "conduct":
+                _check_conduct(v, key, want[-1], by_name["tau"])
             sq = _squeeze(v, key, (T,) if name == "conduct" else ())
             if tuple(sq.shape) != want:
                 raise ValueError(
@@ -230,7 +258,10 @@ def convert_to_official_state_dict(state_dict: Mapping[str, object]) -> dict[str
 
     Raises:
         ValueError: a neuron lacks keys or has unknown ones.
+        TypeError: ``state_dict`` is not a mapping, a key is not a str, or a neuron
+            entry is not a tensor.
     """
+    _check_mapping(state_dict, "convert_to_official_state_dict")
     renamed: dict[str, list[tuple[str, object]]] = {}
     for prefix, by_name in _groups(state_dict).items():
         names = set(by_name)
@@ -245,6 +276,8 @@ def convert_to_official_state_dict(state_dict: Mapping[str, object]) -> dict[str
                 "or none (gate_mode='coarse')"
             )
         for name, key in by_name.items():
+            if not isinstance(state_dict[key], Tensor):
+                raise TypeError(f"{key} must be a tensor, got {type(state_dict[key]).__name__}")
             entries = [(prefix + GLIF_TO_OFFICIAL[name], state_dict[key])]
             if not has_gates and name == "tau":
                 tau = state_dict[key]

@@ -34,7 +34,12 @@ def materialize(model: nn.Module, example_input: torch.Tensor) -> nn.Module:
 
     Returns:
         ``model``, materialized in place.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module`` or ``example_input`` not a tensor.
     """
+    _check_model(model, "materialize")
+    _check_example(example_input, "materialize", optional=False)
     lazy = {
         m: [n for n, p in m._parameters.items() if _lazy(p)]
         for m in model.modules()
@@ -79,12 +84,21 @@ def prepare_ddp(model: nn.Module, example_input: torch.Tensor | None = None) -> 
     Raises:
         RuntimeError: a parameter is still lazy (no ``example_input`` given and the
             model never ran).
+        TypeError: ``model`` is not an ``nn.Module`` (or is already wrapped in
+            DistributedDataParallel), or ``example_input`` is neither a tensor nor None.
 
     Example::
 
         >>> model = nn.Sequential(layer.Linear(4, 8, step_mode="m"), GLIFNode(step_mode="m"))
         >>> ddp = DistributedDataParallel(prepare_ddp(model, torch.rand(2, 1, 4)))
     """
+    _check_model(model, "prepare_ddp")
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        raise TypeError(
+            "prepare_ddp expects the model before it is wrapped, got a "
+            "DistributedDataParallel; call DistributedDataParallel(prepare_ddp(model, x))"
+        )
+    _check_example(example_input, "prepare_ddp", optional=True)
     if example_input is not None:
         materialize(model, example_input)
     lazy = [name for name, p in model.named_parameters() if _lazy(p)]
@@ -112,34 +126,82 @@ def swap_neurons(
     GLIFNode is replaced. SpikingJelly ``GatedLIFNode`` s keep their parameters
     (:meth:`GLIFNode.from_gated_lif`); others become lazy GLIF nodes with the old
     node's ``step_mode``, ``surrogate_function`` and ``detach_reset`` unless
-    ``glif_kwargs`` say otherwise. With ``example_input`` the new nodes are
-    materialized at once (channel counts from the data, see :func:`materialize`).
-    SpikingJelly's reset cache of ``model`` is invalidated. If building a node or
-    materializing fails, the error propagates and ``model`` keeps its old neurons.
+    ``glif_kwargs`` say otherwise. A neuron instance used at several places (shared,
+    e.g. ``Sequential(fc, sn, fc, sn)``) becomes one GLIFNode used at all of them, so
+    the new model shares exactly as the old one did. With ``example_input`` the new
+    nodes are materialized at once (channel counts from the data, see
+    :func:`materialize`). SpikingJelly's reset cache of ``model`` is invalidated. If
+    building a node or materializing fails, the error propagates and ``model`` keeps
+    its old neurons.
+
+    Args:
+        model: a model containing spiking neurons (a container, not a bare neuron:
+            build a bare replacement directly with ``GLIFNode(...)`` or
+            :meth:`GLIFNode.from_gated_lif`).
+        example_input: an input ``model`` accepts, or None (default) to leave the new
+            nodes lazy.
+        predicate: ``module -> bool`` choosing the neurons to replace (default: every
+            SpikingJelly neuron). It may only choose SpikingJelly neurons.
+        glif_kwargs: :class:`GLIFNode` arguments for every new node.
 
     Returns:
         ``model``, changed in place.
+
+    Raises:
+        TypeError: ``model`` is not a module or is itself a neuron the predicate
+            chooses; ``predicate`` is not callable or chooses a module that is not a
+            SpikingJelly neuron; ``example_input`` is not a tensor; a ``glif_kwargs``
+            argument is wrong (as :class:`GLIFNode` raises it).
     """
     from spikingjelly.activation_based.neuron import GatedLIFNode
 
-    def default(m: nn.Module) -> bool:
+    _check_model(model, "swap_neurons")
+    if predicate is not None and not callable(predicate):
+        raise TypeError(f"predicate must be a callable module -> bool, got {predicate!r}")
+    _check_example(example_input, "swap_neurons", optional=True)
+
+    def is_neuron(m: nn.Module) -> bool:
         return isinstance(m, (neuron.BaseNode, GatedLIFNode))
 
-    choose = predicate or default
+    choose = predicate or is_neuron
+    if not isinstance(model, GLIFNode) and choose(model):
+        if not is_neuron(model):
+            raise TypeError(
+                f"predicate chose the model itself ({type(model).__name__}), which is not a "
+                "SpikingJelly neuron (neuron.BaseNode); swap_neurons replaces spiking "
+                "neurons only"
+            )
+        raise TypeError(
+            f"swap_neurons replaces the neurons inside a model in place, but the model is "
+            f"itself a {type(model).__name__}; build its replacement directly: "
+            "GLIFNode(...) (or GLIFNode.from_gated_lif(node) for a GatedLIFNode)"
+        )
     swaps = []  # (parent, name, old, new): all new nodes are built before any is set
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, GLIFNode) or not choose(child):
+    made: dict[int, GLIFNode] = {}  # id(old) -> its replacement, for shared instances
+    for parent_name, parent in model.named_modules():
+        # _modules, not named_children(): that skips a child already seen in this parent
+        for name, child in list(parent._modules.items()):
+            if child is None or isinstance(child, GLIFNode) or not choose(child):
                 continue
-            if isinstance(child, GatedLIFNode):
-                new = GLIFNode.from_gated_lif(child, **glif_kwargs)
-            else:
-                kwargs: dict[str, Any] = dict(step_mode=child.step_mode)
-                for key in ("surrogate_function", "detach_reset"):
-                    if hasattr(child, key):
-                        kwargs[key] = getattr(child, key)
-                kwargs.update(glif_kwargs)
-                new = GLIFNode(**kwargs)
+            if not is_neuron(child):
+                path = f"{parent_name}.{name}" if parent_name else name
+                raise TypeError(
+                    f"predicate chose {path!r} ({type(child).__name__}), which is not a "
+                    "SpikingJelly neuron (neuron.BaseNode); swap_neurons replaces spiking "
+                    "neurons only"
+                )
+            new = made.get(id(child))
+            if new is None:
+                if isinstance(child, GatedLIFNode):
+                    new = GLIFNode.from_gated_lif(child, **glif_kwargs)
+                else:
+                    kwargs: dict[str, Any] = dict(step_mode=child.step_mode)
+                    for key in ("surrogate_function", "detach_reset"):
+                        if hasattr(child, key):
+                            kwargs[key] = getattr(child, key)
+                    kwargs.update(glif_kwargs)
+                    new = GLIFNode(**kwargs)
+                made[id(child)] = new
             swaps.append((parent, name, child, new))
     for parent, name, _, new in swaps:
         setattr(parent, name, new)
@@ -156,6 +218,21 @@ def swap_neurons(
             functional.invalidate_reset_cache(model)
             raise
     return model
+
+
+def _check_model(model: object, where: str) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{where} expects a torch.nn.Module, got {type(model).__name__}")
+
+
+def _check_example(example_input: object, where: str, *, optional: bool) -> None:
+    if optional and example_input is None:
+        return
+    if not isinstance(example_input, torch.Tensor):
+        want = "a torch.Tensor or None" if optional else "a torch.Tensor"
+        raise TypeError(
+            f"{where}: example_input must be {want}, got {type(example_input).__name__}"
+        )
 
 
 def _lazy(p: torch.Tensor) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import torch
@@ -18,6 +19,7 @@ __all__ = ["GLIFNode"]
 
 _PARAMS = ("alpha", "beta", "gamma", "tau", "v_threshold", "linear_decay", "v_subreset", "conduct")
 _GATES = ("alpha", "beta", "gamma")
+_DIM = {"C": "channels", "T": "T"}  # names in checkpoint-shape messages
 
 # keywords other SpikingJelly neurons take that have no meaning for GLIF, with the reason
 _FOREIGN_KWARGS = {
@@ -30,8 +32,35 @@ _FOREIGN_KWARGS = {
 }
 
 
-def _logit(p: float, name: str) -> float:
-    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 < p < 1.0:
+def _is_bool(x: object) -> bool:
+    """Python and NumPy booleans (``np.bool_`` is not a ``numbers.Integral``, so this is
+    the only way it passes the checks below)."""
+    return isinstance(x, bool) or (type(x).__module__ == "numpy" and "bool" in type(x).__name__)
+
+
+def _real(x: object, name: str) -> float:
+    """``x`` as a Python float: any real number (Python or NumPy scalar), not a bool."""
+    if not isinstance(x, numbers.Real) or _is_bool(x):
+        raise TypeError(f"{name} must be a real number, got {x!r} ({type(x).__name__})")
+    return float(x)
+
+
+def _int(x: object, name: str) -> int:
+    """``x`` as a Python int: any integer (Python or NumPy scalar), not a bool."""
+    if not isinstance(x, numbers.Integral) or _is_bool(x):
+        raise TypeError(f"{name} must be an int, got {x!r} ({type(x).__name__})")
+    return int(x)
+
+
+def _flag(x: object, name: str) -> bool:
+    if not _is_bool(x):
+        raise TypeError(f"{name} must be a bool, got {x!r} ({type(x).__name__})")
+    return bool(x)
+
+
+def _logit(p: object, name: str) -> float:
+    p = _real(p, name)
+    if not 0.0 < p < 1.0:
         raise ValueError(
             f"{name} is a value after sigmoid and must be a float in (0, 1), got {p!r}"
         )
@@ -50,29 +79,7 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
     Use it wherever SpikingJelly takes a neuron class, e.g.
     ``spiking_resnet18(spiking_neuron=GLIFNode, T=4, surrogate_function=surrogate.Rect())``.
 
-    Args:
-        T: number of time steps; ``conduct`` has one row per step. ``None`` (default):
-            inferred from the first multi-step input's length ('s' mode requires T).
-        channels: channel count; ``None`` (default): inferred from the first input.
-        channel_wise: per-channel parameters ``[C]`` (default True) or layer-wise ``[]``.
-        channel_dim: channel axis of one step's tensor (default 1: ``[B, C, H, W]`` and
-            ``[B, C]``; -1 for token layouts ``[B, N, C]``).
-        init_tau: initial decay factor tau (default 0.25).
-        init_v_threshold: initial threshold theta (default 0.5).
-        init_linear_decay: initial V_L (default ``init_v_threshold / (2 T)``).
-        init_v_subreset: initial soft-reset amount V_R (default ``init_v_threshold``).
-        init_conduct: initial conductance k_t (default 0.5).
-        init_gate_range: raw gates are drawn from U(-r, r) (default 0.1, so gates ~ 0.5).
-        gate_mode: ``"soft"`` (default), ``"hard"`` (binary gates, straight-through),
-            ``"static_soft"``, ``"static_hard"`` (frozen gates), or ``"coarse"`` (GLIF_f:
-            no gates).
-        surrogate_function: SpikingJelly surrogate (default ``surrogate.Sigmoid()``).
-            Sigmoid, ATan, PiecewiseQuadratic, PiecewiseExp, SoftSign, SuperSpike, Erf and
-            Rect are fused; any other runs the autograd reference (with a warning).
-        detach_reset: detach the previous spike in the reset terms (default False).
-        step_mode: ``"s"`` (default) or ``"m"``.
-        store_v_seq: keep the membrane sequence in ``self.v_seq`` (default False).
-        backend: ``"auto"`` (default), ``"triton"`` or ``"torch"``.
+    Constructor arguments: see :meth:`__init__` (``help(GLIFNode)`` shows them).
 
     Shapes: 's' mode input ``[*step]``, 'm' mode ``[T, *step]``; channel at ``channel_dim``
     of the step. Spikes come out in the input dtype; the state (``v``, ``spike``) is
@@ -81,6 +88,17 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
     Lazy parameters follow PyTorch's lazy modules: run one forward (or
     :func:`sj_glif.materialize`) before creating the optimizer, compiling, or wrapping
     in DistributedDataParallel (:func:`sj_glif.prepare_ddp`).
+
+    Checkpoints (``load_state_dict``): what the node knows must match, what it does not
+    know is adopted. It knows its layout (channel-wise ``[C]`` / ``conduct [T, C]`` or
+    layer-wise ``[]`` / ``[T]``) from construction, and ``T`` and ``channels`` once
+    given at construction or materialized; a lazy node takes the unknown ones from the
+    checkpoint (all its parameters must agree on them), so lazy and materialized nodes
+    accept and refuse the same checkpoints. A refusal (``RuntimeError``, also with
+    ``strict=False``, as PyTorch does for size mismatches) names the key, the
+    checkpoint's shape and the expected one, and leaves the node as it was. Lazy
+    parameters the checkpoint lacks (``strict=False``) get their initial values at the
+    adopted shapes.
 
     Bad input raises before anything changes: parameters, ``v``, ``spike`` and ``step``
     stay as they were (a lazy node stays lazy). Defined edge cases: an empty batch
@@ -119,25 +137,74 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
         backend: str = "auto",
         **kwargs: Any,
     ) -> None:
+        """Build a GLIF node; ``channels`` and ``T`` may be left to the first input.
+
+        Numbers may be Python or NumPy scalars (stored as Python ``int``/``float``).
+        Every argument is checked here: a wrong type raises ``TypeError``, a wrong value
+        ``ValueError``, each naming what was expected and what came.
+
+        Args:
+            T: number of time steps; ``conduct`` has one row per step. ``None`` (default):
+                inferred from the first multi-step input's length ('s' mode requires T).
+                Model builders that pass their own ``T`` to the model (Spikformer's)
+                must not get it in the neuron's kwargs too (see :mod:`sj_glif.plugins`).
+            channels: channel count; ``None`` (default): inferred from the first input.
+            channel_wise: per-channel parameters ``[C]`` (default True) or layer-wise ``[]``.
+            channel_dim: channel axis of one step's tensor (default 1: ``[B, C, H, W]`` and
+                ``[B, C]``; -1 for token layouts ``[B, N, C]``).
+            init_tau: initial decay factor tau (default 0.25).
+            init_v_threshold: initial threshold theta (default 0.5).
+            init_linear_decay: initial V_L (default ``init_v_threshold / (2 T)``).
+            init_v_subreset: initial soft-reset amount V_R (default ``init_v_threshold``).
+            init_conduct: initial conductance k_t (default 0.5).
+            init_gate_range: raw gates are drawn from U(-r, r) (default 0.1, so gates ~ 0.5).
+            gate_mode: ``"soft"`` (default), ``"hard"`` (binary gates, straight-through),
+                ``"static_soft"``, ``"static_hard"`` (frozen gates), or ``"coarse"`` (GLIF_f:
+                no gates).
+            surrogate_function: SpikingJelly surrogate (default ``surrogate.Sigmoid()``).
+                Sigmoid, ATan, PiecewiseQuadratic, PiecewiseExp, SoftSign, SuperSpike, Erf and
+                Rect are fused; any other runs the autograd reference (with a warning).
+                Pass an instance (``surrogate.ATan()``), not the class.
+            detach_reset: detach the previous spike in the reset terms (default False).
+            step_mode: ``"s"`` (default) or ``"m"``.
+            store_v_seq: keep the membrane sequence in ``self.v_seq`` (default False).
+            backend: ``"auto"`` (default), ``"triton"`` or ``"torch"``.
+        """
         for key in kwargs:
             hint = _FOREIGN_KWARGS.get(key, "not a GLIFNode argument")
             raise TypeError(f"GLIFNode got an unexpected keyword argument {key!r}: {hint}")
-        if T is not None and (not isinstance(T, int) or isinstance(T, bool) or T < 1):
-            raise ValueError(f"T must be a positive int or None, got {T!r}")
-        if channels is not None and (
-            not isinstance(channels, int) or isinstance(channels, bool) or channels < 1
-        ):
-            raise ValueError(f"channels must be a positive int or None, got {channels!r}")
-        if not isinstance(channel_dim, int) or isinstance(channel_dim, bool):
-            raise TypeError(f"channel_dim must be an int, got {channel_dim!r}")
-        if gate_mode not in GATE_MODES:
+        if T is not None:
+            T = _int(T, "T")
+            if T < 1:
+                raise ValueError(f"T must be a positive int or None, got {T}")
+        if channels is not None:
+            channels = _int(channels, "channels")
+            if channels < 1:
+                raise ValueError(f"channels must be a positive int or None, got {channels}")
+        channel_wise = _flag(channel_wise, "channel_wise")
+        channel_dim = _int(channel_dim, "channel_dim")
+        if not isinstance(gate_mode, str) or gate_mode not in GATE_MODES:
             raise ValueError(f"gate_mode must be one of {GATE_MODES}, got {gate_mode!r}")
-        if backend not in BACKENDS:
+        if not isinstance(backend, str) or backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if not isinstance(detach_reset, bool):
-            raise TypeError(f"detach_reset must be a bool, got {detach_reset!r}")
-        if not isinstance(init_gate_range, (int, float)) or init_gate_range < 0:
-            raise ValueError(f"init_gate_range must be a float >= 0, got {init_gate_range!r}")
+        detach_reset = _flag(detach_reset, "detach_reset")
+        store_v_seq = _flag(store_v_seq, "store_v_seq")
+        if not isinstance(step_mode, str) or step_mode not in ("s", "m"):
+            raise ValueError(f"step_mode must be 's' or 'm', got {step_mode!r}")
+        if isinstance(surrogate_function, type):
+            raise TypeError(
+                f"surrogate_function must be a surrogate instance, e.g. "
+                f"surrogate.{surrogate_function.__name__}(), got the class "
+                f"{surrogate_function.__name__} itself"
+            )
+        if surrogate_function is not None and not callable(surrogate_function):
+            raise TypeError(
+                "surrogate_function must be a SpikingJelly surrogate instance such as "
+                f"surrogate.Sigmoid(), got {surrogate_function!r}"
+            )
+        init_gate_range = _real(init_gate_range, "init_gate_range")
+        if not 0.0 <= init_gate_range < math.inf:
+            raise ValueError(f"init_gate_range must be a finite float >= 0, got {init_gate_range}")
         raw_init = {
             "tau": _logit(init_tau, "init_tau"),
             "v_threshold": _logit(init_v_threshold, "init_v_threshold"),
@@ -165,8 +232,8 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
         self.channel_dim = channel_dim
         self.gate_mode = gate_mode
         self.backend = backend
-        self.init_gate_range = float(init_gate_range)
-        self._init_v_threshold = init_v_threshold
+        self.init_gate_range = init_gate_range
+        self._init_v_threshold = _real(init_v_threshold, "init_v_threshold")
         self._raw_init = raw_init
         self._T = T
         self._channels = channels if channel_wise else None
@@ -198,7 +265,9 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
         if self.channel_wise and channels is None:
             return
         cshape = (channels,) if self.channel_wise else ()
-        with torch.no_grad():
+        # never inference tensors: a first call under torch.inference_mode() must not
+        # leave parameters that autograd can never use again
+        with torch.inference_mode(False), torch.no_grad():
             for name in _PARAMS:
                 p = getattr(self, name)
                 if p is None or not is_lazy(p):
@@ -265,6 +334,12 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
         channels = self.channels
         if self.channel_wise and channels is None:
             channels = step.shape[self.channel_dim]
+            if channels == 0:
+                raise ValueError(
+                    f"GLIFNode cannot infer its channel count from an input with 0 channels "
+                    f"at channel_dim={self.channel_dim} (shape {tuple(x.shape)}); expected at "
+                    "least 1 channel there"
+                )
         T = self.T
         if T is None:
             if mode != "m":
@@ -293,7 +368,9 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
         failed), re-arming PyTorch's lazy-module hooks if they were already removed."""
         for name in names:
             p = self._parameters[name]
-            self._parameters[name] = UninitializedParameter(p.requires_grad, p.device, p.dtype)
+            with torch.inference_mode(False):
+                lazy = UninitializedParameter(p.requires_grad, p.device, p.dtype)
+            self._parameters[name] = lazy
         if names and not hasattr(self, "_initialize_hook"):
             self._load_hook = self._register_load_state_dict_pre_hook(self._lazy_load_hook)
             self._initialize_hook = self.register_forward_pre_hook(
@@ -304,6 +381,98 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
         """Whether any parameter is still lazy (an ``isinstance`` test, which
         ``torch.compile`` traces; PyTorch's version calls ``is_lazy``, which it cannot)."""
         return any(isinstance(p, UninitializedParameter) for p in self._parameters.values())
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """Load this node's part of a checkpoint, after checking its shapes.
+
+        What the node already knows must match the checkpoint: its layout (channel-wise
+        ``[C]``, ``conduct [T, C]``, or layer-wise ``[]``, ``conduct [T]``), and ``T`` and
+        ``channels`` when they were given at construction or fixed by materializing.
+        What it does not know yet is adopted from the checkpoint, so a lazy node and a
+        materialized one with the same known shapes accept and refuse the same
+        checkpoints. A refusal names the key, the checkpoint's shape and the expected one
+        (``load_state_dict`` raises ``RuntimeError`` with it, also with ``strict=False``,
+        as PyTorch does for size mismatches) and leaves the node as it was. Keys the
+        checkpoint lacks are PyTorch's business (``strict=True`` raises after loading the
+        rest, ``strict=False`` reports them); the node's lazy parameters that the
+        checkpoint lacks get their initial values at the adopted shapes, so the node is
+        never left half lazy with shapes that disagree.
+        """
+        problem, channels, T = self._checkpoint_shapes(state_dict, prefix)
+        if problem is not None:
+            error_msgs.append(problem)
+            return
+        with torch.inference_mode(False):  # lazy parameters materialize as normal tensors
+            super()._load_from_state_dict(
+                state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                error_msgs,
+            )  # fmt: skip
+        if self.has_uninitialized_params() and (channels is not None or T is not None):
+            if channels is not None and self.channel_wise:
+                self._channels = channels
+            if T is not None:
+                self._T = T
+            self._materialize(channels=self.channels, T=self.T)
+
+    def _checkpoint_shapes(
+        self, state_dict: dict[str, Any], prefix: str
+    ) -> tuple[str | None, int | None, int | None]:
+        """``(problem, channels, T)``: a one-line refusal (or None), and the channel count
+        and time steps the checkpoint's shapes and this node's known ones agree on."""
+        cw = self.channel_wise
+        known = {"C": self.channels, "T": self.T}
+        found: dict[str, tuple[int, str]] = {}  # "C"/"T" -> (value, key it came from)
+        node = f"GLIFNode(T={known['T']}, " + (
+            f"channels={known['C']})" if cw else "channel_wise=False)"
+        )
+
+        def want(name: str) -> str:
+            c = str(found.get("C", (known["C"] or "C",))[0])
+            t = str(found.get("T", (known["T"] or "T",))[0])
+            if name == "conduct":
+                return f"[{t}, {c}]" if cw else f"[{t}]"
+            return f"[{c}]" if cw else "[]"
+
+        for name, p in self._parameters.items():
+            value = state_dict.get(prefix + name)
+            if p is None or not isinstance(value, Tensor) or is_lazy(value):
+                continue  # absent, or not a tensor: PyTorch's own checks report it
+            key, shape = prefix + name, list(value.shape)
+            refusal = f"cannot load {key} of shape {shape} into {node}: expected {want(name)}"
+            rank = (2 if cw else 1) if name == "conduct" else (1 if cw else 0)
+            if len(shape) != rank:
+                if cw and len(shape) == rank - 1:
+                    hint = "; the checkpoint is layer-wise: build GLIFNode(channel_wise=False)"
+                elif not cw and len(shape) == rank + 1:
+                    hint = "; the checkpoint is channel-wise: build GLIFNode(channel_wise=True)"
+                else:
+                    hint = ""
+                layout = "channel-wise" if cw else "layer-wise"
+                return f"{refusal} (this node is {layout}){hint}", None, None
+            dims = {"T": shape[0]} if name == "conduct" else {}
+            if cw:
+                dims["C"] = shape[-1]
+            for dim, size in dims.items():
+                if known[dim] is not None and size != known[dim]:
+                    return f"{refusal} ({_DIM[dim]}={known[dim]} is fixed in this node)", None, None
+                if dim in found and size != found[dim][0]:
+                    source = f"{_DIM[dim]}={found[dim][0]} from {found[dim][1]}"
+                    return f"{refusal} ({source} of the same checkpoint)", None, None
+                found.setdefault(dim, (size, key))
+        channels = found.get("C", (known["C"],))[0]
+        T = found.get("T", (known["T"],))[0]
+        return None, channels, T
 
     # ------------------------------------------------------------------ functional contract
 
@@ -398,7 +567,19 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
     @classmethod
     def from_gated_lif(cls, node: nn.Module, **kwargs: Any) -> GLIFNode:
         """A GLIFNode with the parameters (copied) and surrogate of SpikingJelly's
-        ``GatedLIFNode`` ``node``. ``kwargs`` override GLIFNode arguments."""
+        ``GatedLIFNode`` ``node``. ``kwargs`` override GLIFNode arguments (a ``T`` or
+        ``channels`` that disagrees with ``node``'s parameters raises ``RuntimeError``
+        naming both shapes).
+
+        Raises:
+            TypeError: ``node`` is not a SpikingJelly ``GatedLIFNode``.
+        """
+        gated = getattr(neuron, "GatedLIFNode", None)
+        if gated is None or not isinstance(node, gated):
+            raise TypeError(
+                "from_gated_lif expects a SpikingJelly neuron.GatedLIFNode, got "
+                f"{type(node).__name__}; for other neurons use sj_glif.swap_neurons"
+            )
         tau = node.tau
         args: dict[str, Any] = dict(
             T=node.T,

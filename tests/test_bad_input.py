@@ -26,6 +26,7 @@ from sj_glif import (
     glif_multi_step,
     load_neuron,
     materialize,
+    prepare_ddp,
     swap_neurons,
 )
 
@@ -334,3 +335,124 @@ def test_checkpoint_converters_reject_non_string_keys_and_pass_others_through(co
     plain = {"conv.weight": torch.zeros(2), "bn.Vth": torch.tensor(0.5), "step": 3}
     out = convert(plain)
     assert list(out) == list(plain) and all(out[k] is plain[k] for k in plain)
+
+
+# --------------------------------------------------------------------------- issue 8 item 9
+
+
+@pytest.mark.parametrize("step_mode", ["s", "m"])
+def test_lazy_node_refuses_a_first_input_with_zero_channels_and_stays_lazy(step_mode):
+    node = GLIFNode(T=T, step_mode=step_mode)
+    before = _snapshot(node)
+    with pytest.raises(ValueError, match=r"0 channels at channel_dim=1 \(shape \(.*2, 0, 3\)\)"):
+        node(_as_mode(torch.rand(2, 0, 3), step_mode))
+    _assert_unchanged(node, before)
+    assert node.has_uninitialized_params() and node.channels is None
+    node(_as_mode(torch.rand(2, C, 3), step_mode))  # still lazy: a good call infers C
+    assert node.channels == C
+
+
+def test_swap_neurons_refuses_a_predicate_that_chooses_a_non_neuron():
+    model = nn.Sequential(nn.Linear(3, C), nn.ReLU(), neuron.LIFNode())
+    old = list(model)
+    with pytest.raises(TypeError, match=r"chose '1' \(ReLU\), which is not a SpikingJelly"):
+        swap_neurons(model, predicate=lambda m: isinstance(m, (nn.ReLU, neuron.LIFNode)))
+    assert list(model) == old  # nothing swapped, not even the LIF node
+    with pytest.raises(TypeError, match=r"chose the model itself \(Sequential\)"):
+        swap_neurons(model, predicate=lambda m: True)
+    assert list(model) == old
+
+
+def test_swap_neurons_refuses_a_bare_neuron():
+    node = neuron.LIFNode()
+    with pytest.raises(TypeError, match=r"the model is itself a LIFNode.*GLIFNode\(\.\.\.\)"):
+        swap_neurons(node)
+    glif = GLIFNode()
+    assert swap_neurons(glif) is glif  # nothing to replace
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: swap_neurons("model"), r"swap_neurons expects a torch\.nn\.Module, got str"),
+        (
+            lambda: swap_neurons(nn.Sequential(neuron.LIFNode()), predicate="LIFNode"),
+            r"predicate must be a callable module -> bool, got 'LIFNode'",
+        ),
+        (
+            lambda: swap_neurons(nn.Sequential(neuron.LIFNode()), [[1.0]]),
+            r"swap_neurons: example_input must be a torch\.Tensor or None, got list",
+        ),
+        (lambda: materialize(None, torch.rand(1)), r"materialize expects a torch\.nn\.Module"),
+        (
+            lambda: materialize(nn.Sequential(GLIFNode()), None),
+            r"materialize: example_input must be a torch\.Tensor, got NoneType",
+        ),
+        (lambda: prepare_ddp({}, None), r"prepare_ddp expects a torch\.nn\.Module, got dict"),
+        (
+            lambda: prepare_ddp(nn.Sequential(GLIFNode(step_mode="m")), 1.0),
+            r"prepare_ddp: example_input must be a torch\.Tensor or None, got float",
+        ),
+        (
+            lambda: GLIFNode.from_gated_lif(neuron.LIFNode()),
+            r"from_gated_lif expects a SpikingJelly neuron\.GatedLIFNode, got LIFNode",
+        ),
+        (lambda: load_neuron(GLIFNode), r"load_neuron expects a neuron name \(str\)"),
+        (
+            lambda: convert_official_state_dict([("lif.tau", torch.zeros(1))]),
+            r"convert_official_state_dict expects a state dict .*got list",
+        ),
+        (
+            lambda: convert_to_official_state_dict(None),
+            r"convert_to_official_state_dict expects a state dict .*got NoneType",
+        ),
+        (
+            lambda: convert_to_official_state_dict(
+                {
+                    "n.tau": 0.0,
+                    "n.conduct": torch.zeros(T),
+                    "n.linear_decay": torch.zeros(()),
+                    "n.v_threshold": torch.zeros(()),
+                    "n.v_subreset": torch.zeros(()),
+                }  # fmt: skip
+            ),
+            r"n\.tau must be a tensor, got float",
+        ),
+    ],
+    ids=[
+        "swap-model",
+        "swap-predicate",
+        "swap-example",
+        "materialize-model",
+        "materialize-example",
+        "prepare_ddp-model",
+        "prepare_ddp-example",
+        "from_gated_lif",
+        "load_neuron",
+        "official-mapping",
+        "to_official-mapping",
+        "to_official-value",
+    ],
+)
+def test_model_helpers_reject_wrong_argument_types(call, match):
+    with pytest.raises(TypeError, match=match) as info:
+        call()
+    assert "\n" not in str(info.value)
+
+
+def test_prepare_ddp_refuses_an_already_wrapped_model():
+    # a stand-in subclass: constructing a real DistributedDataParallel needs a process group
+    class Wrapped(nn.parallel.DistributedDataParallel):
+        def __init__(self, module: nn.Module) -> None:
+            nn.Module.__init__(self)
+            self.module = module
+
+    wrapped = Wrapped(nn.Sequential(GLIFNode(T=T, channels=C)))
+    with pytest.raises(TypeError, match=r"before it is wrapped.*DistributedDataParallel\(prepare"):
+        prepare_ddp(wrapped)
+
+
+def test_from_gated_lif_with_a_conflicting_T_names_both_shapes():
+    peer = neuron.GatedLIFNode(T=T, inplane=C)
+    with pytest.raises(RuntimeError, match=r"conduct of shape \[3, 4\] .*expected \[5, 4\]"):
+        GLIFNode.from_gated_lif(peer, T=5)

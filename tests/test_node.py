@@ -18,8 +18,11 @@ recurrence without hiding a wrong term (those are O(1e-2) and larger).
 from __future__ import annotations
 
 import copy
+import inspect
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
 from spikingjelly.activation_based import base, functional, layer, neuron, surrogate
@@ -275,6 +278,113 @@ def test_all_documented_keywords_are_accepted():
 def test_unknown_gate_mode_or_backend_raise_at_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GLIFNode(**kwargs)
+
+
+def test_init_documents_glifs_own_arguments():
+    doc = GLIFNode.__init__.__doc__
+    assert doc is not None
+    for name in ("T:", "channels:", "init_tau:", "init_gate_range:", "gate_mode:", "backend:"):
+        assert name in doc, name
+    # SpikingJelly's BaseNode documents v_reset / v_threshold, which GLIFNode rejects
+    documented = set(re.findall(r"^ {12}(\w+):", doc, flags=re.M))
+    assert {"T", "init_tau", "surrogate_function"} <= documented
+    assert not documented & {"v_reset", "v_threshold", "tau", "decay_input"}
+    assert "init_tau:" in (inspect.getdoc(GLIFNode.__init__) or "")
+    params = inspect.signature(GLIFNode).parameters
+    assert list(params)[:2] == ["T", "channels"]
+    assert {"init_tau", "init_v_threshold", "gate_mode", "surrogate_function"} <= set(params)
+    assert "v_reset" not in params
+
+
+def test_numpy_scalars_work_like_python_numbers():
+    node = GLIFNode(
+        T=np.int64(3),
+        channels=np.int32(2),
+        channel_dim=np.int64(-1),
+        init_tau=np.float32(0.3),
+        init_v_threshold=np.float64(0.4),
+        init_conduct=np.float16(0.5),
+        init_gate_range=np.float32(0.0),
+        detach_reset=np.bool_(True),
+        channel_wise=np.bool_(True),
+    )
+    assert type(node.T) is int and type(node.channels) is int and type(node.channel_dim) is int
+    assert (node.T, node.channels, node.channel_dim) == (3, 2, -1)
+    assert type(node.init_gate_range) is float and node.detach_reset is True
+    want = GLIFNode(T=3, channels=2, init_tau=0.3, init_v_threshold=0.4, init_gate_range=0.0)
+    for name in ("tau", "v_threshold", "linear_decay", "v_subreset", "conduct"):
+        torch.testing.assert_close(getattr(node, name), getattr(want, name), msg=name)
+    assert node(torch.rand(2, 5, 2)).shape == (2, 5, 2)
+    lazy_T = GLIFNode(T=np.int64(4))
+    assert type(lazy_T.T) is int and type(lazy_T._T) is int and lazy_T.channels is None
+    lazy = GLIFNode(step_mode="m", init_gate_range=np.float64(0.2))
+    assert lazy(torch.rand(2, 1, 3)).shape == (2, 1, 3) and lazy.channels == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(init_gate_range=math.nan), ValueError, r"init_gate_range must be a finite .*nan"),
+        (dict(init_gate_range=math.inf), ValueError, r"init_gate_range must be a finite .*inf"),
+        (dict(init_gate_range=-0.1), ValueError, r"init_gate_range .*>= 0, got -0\.1"),
+        (dict(init_gate_range="0.1"), TypeError, r"init_gate_range must be a real .*'0\.1'"),
+        (dict(init_tau=math.nan), ValueError, r"init_tau .* in \(0, 1\), got nan"),
+        (dict(init_tau=np.float32(1.5)), ValueError, r"init_tau .* in \(0, 1\), got 1\.5"),
+        (dict(init_tau="0.3"), TypeError, r"init_tau must be a real number, got '0\.3'"),
+        (dict(init_v_subreset=True), TypeError, r"init_v_subreset must be a real .*True"),
+        (dict(T=4.0), TypeError, r"T must be an int, got 4\.0"),
+        (dict(T=True), TypeError, r"T must be an int, got True"),
+        (dict(T=np.int64(-2)), ValueError, r"T must be a positive int or None, got -2"),
+        (dict(channels="8"), TypeError, r"channels must be an int, got '8'"),
+        (dict(channels=0), ValueError, r"channels must be a positive int .*got 0"),
+        (dict(channel_dim=1.0), TypeError, r"channel_dim must be an int, got 1\.0"),
+        (dict(channel_wise="no"), TypeError, r"channel_wise must be a bool, got 'no'"),
+        (dict(detach_reset=None), TypeError, r"detach_reset must be a bool, got None"),
+        (dict(store_v_seq=1), TypeError, r"store_v_seq must be a bool, got 1"),
+        (dict(step_mode="multi"), ValueError, r"step_mode must be 's' or 'm', got 'multi'"),
+        (dict(gate_mode=["soft"]), ValueError, r"gate_mode must be one of .*\['soft'\]"),
+        (dict(backend=None), ValueError, r"backend must be one of .*None"),
+        (
+            dict(surrogate_function=surrogate.ATan),
+            TypeError,
+            r"surrogate_function must be a surrogate instance, e\.g\. surrogate\.ATan\(\)",
+        ),
+        (dict(surrogate_function="atan"), TypeError, r"surrogate_function must be .*'atan'"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_bad_argument_types_and_values_raise_one_clear_error(kwargs, error, match):
+    with pytest.raises(error, match=match) as info:
+        GLIFNode(**kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_surrogate_class_error_names_the_class():
+    with pytest.raises(TypeError, match=r"surrogate\.ATan\(\), got the class ATan"):
+        GLIFNode(surrogate_function=surrogate.ATan)
+
+
+def test_first_call_under_inference_mode_leaves_trainable_parameters():
+    model = nn.Sequential(layer.Linear(3, 4, step_mode="m"), GLIFNode(step_mode="m"))
+    x = torch.rand(2, 5, 3)
+    with torch.inference_mode():
+        model(x)
+    node = model[1]
+    assert (node.T, node.channels) == (2, 4)
+    assert not any(p.is_inference() for p in node.parameters())
+    functional.reset_net(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    before = [p.detach().clone() for p in node.parameters()]
+    (model(x) + node.v.sum()).sum().backward()
+    assert all(p.grad is not None for p in node.parameters())
+    opt.step()
+    assert any(not torch.equal(b, p) for b, p in zip(before, node.parameters(), strict=True))
+    single = GLIFNode(T=2)  # the same in single-step mode
+    with torch.inference_mode():
+        single(torch.rand(5, 4))
+    single.reset()
+    single(torch.rand(5, 4)).sum().backward()
+    assert single.tau.grad is not None
 
 
 def test_repr():

@@ -380,8 +380,28 @@ def test_official_layer_wise_checkpoint_converts():
         (lambda sd: sd.update({"lif.conduct": torch.zeros(T, C, 2)}), r"lif\.conduct has"),
         (lambda sd: sd.update({"lif.alpha": torch.tensor(0.0)}), r"time_wise"),
         (lambda sd: sd.update({"lif.tau": 1.0}), r"lif\.tau must be a tensor"),
+        (
+            lambda sd: sd.update({"lif.conduct": sd["lif.conduct"].t()}),
+            r"lif\.conduct has shape \[4, 3\]; expected \[T, 4\] .*the time steps first, "
+            r"then the C=4 channels of lif\.tau; it looks transposed .*\[T, C\] = \[3, 4\]",
+        ),
+        (
+            lambda sd: sd.update({"lif.conduct": torch.zeros(T, C + 1)}),
+            r"lif\.conduct has shape \[3, 5\]; expected \[T, 4\] .*channels of lif\.tau$",
+        ),
     ],
-    ids=["missing", "missing-gate", "unknown", "rank", "channels", "conduct", "mixed", "type"],
+    ids=[
+        "missing",
+        "missing-gate",
+        "unknown",
+        "rank",
+        "channels",
+        "conduct",
+        "mixed",
+        "type",
+        "conduct-transposed",
+        "conduct-channels",
+    ],
 )
 def test_official_converter_errors_name_the_key(edit, match):
     sd = dict(nn.ModuleDict({"lif": _OfficialGLIF(T, C)}).state_dict())

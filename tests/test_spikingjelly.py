@@ -323,6 +323,138 @@ def test_swap_neurons_keeps_gated_lif_parameters():
         assert torch.equal(model[1](model[0](x)), peer_spikes)
 
 
+def test_swap_neurons_keeps_shared_neurons_shared():
+    torch.manual_seed(0)
+    sn = neuron.LIFNode(step_mode="m", surrogate_function=surrogate.ATan())
+    fc = layer.Linear(C, C, step_mode="m")
+    block = nn.Sequential(fc, sn)  # a shared block, and a neuron shared inside one parent
+    model = nn.Sequential(fc, sn, fc, sn, block, block)
+    functional.reset_net(model)
+    x = torch.rand(2, B, C)
+    # T=8: the shared node runs 4 times per forward (as the shared LIF did), 2 steps each
+    assert sj_glif.swap_neurons(model, x, T=8) is model
+    new = model[1]
+    assert type(new) is GLIFNode and isinstance(new.surrogate_function, surrogate.ATan)
+    assert model[3] is new and model[4][1] is new and model[5][1] is new
+    assert [m for m in model.modules() if isinstance(m, neuron.BaseNode)] == [new]
+    assert (new.T, new.channels) == (8, C)
+    functional.reset_net(model)
+    model(x)
+    assert new.step == 8  # one node, every place
+    functional.reset_net(model)
+    assert new.step == 0
+
+
+def test_swap_neurons_shared_and_failing_restores_every_place():
+    sn = neuron.LIFNode(step_mode="m")
+    fc = layer.Linear(C, C, step_mode="m")
+    model = nn.Sequential(fc, sn, fc, sn)
+    with pytest.raises(ValueError, match="conduct has 2 rows"):
+        sj_glif.swap_neurons(model, torch.rand(2, B, C))  # T=2 inferred: the 2nd place overflows
+    assert model[1] is sn and model[3] is sn
+
+
+# --------------------------------------------------------------------------- vision configs
+
+
+_BUILD = dict(process_group=None, pipeline_rank=0, pipeline_size=1, pipeline_microbatches=1,
+              device=torch.device("cpu"), micro_batch_size=1)  # fmt: skip
+
+
+def _vision_configs():
+    from spikingjelly.activation_based.distributed.vision import NeuronConfig
+    from spikingjelly.activation_based.model.sew_resnet import SEWResNet34Config
+    from spikingjelly.activation_based.model.spikformer import SpikformerCIFAR10Config
+
+    def glif(**kwargs):
+        return NeuronConfig(class_path="sj_glif.node.GLIFNode", kwargs=kwargs,
+                            surrogate="spikingjelly.activation_based.surrogate.Rect")  # fmt: skip
+
+    return {
+        # Spikformer's builder passes T itself: GLIF infers it from the input
+        "spikformer": SpikformerCIFAR10Config(time_steps=2, neuron_config=glif()),
+        # SEW-ResNet34's builder does not: single-step mode gets T in the neuron kwargs
+        "sew_resnet34": SEWResNet34Config(
+            time_steps=2,
+            num_classes=10,
+            image_size=16,
+            step_mode="s",
+            neuron_config=glif(T=2, gate_mode="hard"),
+        ),  # fmt: skip
+    }
+
+
+def _forward(model: nn.Module, x: torch.Tensor, step_mode: str) -> torch.Tensor:
+    functional.reset_net(model)
+    with torch.no_grad():
+        if step_mode == "m":
+            return model(x)
+        return torch.stack([model(x_t) for x_t in x])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["spikformer", "sew_resnet34"])
+def test_vision_builder_loads_a_glif_checkpoint_for_inference(name):
+    config = _vision_configs()[name]
+    builder = config.get_builder_cls()(config)
+    torch.manual_seed(0)
+    model, *_ = builder.build(memopt_process_group=None, memopt_level=0,
+                              memopt_compress_inputs=False, memopt_checkpoint_budget="memory",
+                              **_BUILD)  # fmt: skip
+    model.eval()
+    x = torch.rand(2, 1, 3, 16, 16)  # [T, B, C, H, W]; both models take 16x16 images
+    sj_glif.materialize(model, x[0] if config.step_mode == "s" else x)
+    nodes = [m for m in model.modules() if isinstance(m, GLIFNode)]
+    assert nodes and all(n.T == 2 for n in nodes)
+    with torch.no_grad():  # trained-looking values, so loading must matter
+        for n in nodes:
+            for p in n.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+    want = _forward(model, x, config.step_mode)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    # export merges the (one) rank's state against a fresh, lazy canonical model
+    merged = builder.merge_state_dicts([(0, 0, state)], pipeline_size=1, tensor_size=1)
+    assert merged.keys() == state.keys()
+    loaded, *_ = builder.build_for_inference(merged, **_BUILD)
+    loaded.eval()
+    new_nodes = [m for m in loaded.modules() if isinstance(m, GLIFNode)]
+    assert len(new_nodes) == len(nodes)
+    assert not any(n.has_uninitialized_params() for n in new_nodes)
+    for old, new in zip(nodes, new_nodes, strict=True):
+        assert (new.T, new.channels, new.gate_mode) == (old.T, old.channels, old.gate_mode)
+        for pname, p in old.named_parameters():
+            assert torch.equal(getattr(new, pname), p), pname
+    torch.testing.assert_close(_forward(loaded, x, config.step_mode), want, rtol=0, atol=0)
+
+
+def test_vision_builder_with_its_own_T_takes_no_T_in_the_neuron_kwargs():
+    """The documented way (sj_glif.plugins): T in the neuron kwargs of a builder that
+    passes its own T fails in SpikingJelly; without it GLIF infers T from the input."""
+    from spikingjelly.activation_based.distributed.vision import NeuronConfig
+    from spikingjelly.activation_based.model.spikformer import SpikformerCIFAR10Config
+
+    wrong = SpikformerCIFAR10Config(
+        time_steps=2, neuron_config=NeuronConfig("sj_glif.node.GLIFNode", kwargs={"T": 2})
+    )
+    with pytest.raises(TypeError, match="multiple values for keyword argument 'T'"):
+        wrong.get_builder_cls()(wrong)._build_canonical_model()
+    assert "Leave ``T`` out of ``NeuronConfig.kwargs``" in sj_glif.plugins.__doc__
+
+
+def test_lazy_targets_with_tensor_parallelism_raise_a_clear_error():
+    from spikingjelly.activation_based.distributed.vision.config import ModelBuilder
+
+    lazy = nn.UninitializedParameter()
+    with pytest.raises(ValueError, match=r"cannot shard n\.tau .* over 2 tensor-parallel"):
+        ModelBuilder._shard_tensor_parallel_tensor(None, "n.tau", torch.zeros(4), lazy, 0, 2)
+    shards = [torch.zeros(2), torch.ones(2)]
+    with pytest.raises(ValueError, match=r"cannot merge the 2 tensor-parallel shards of n\.tau"):
+        ModelBuilder._merge_tensor_parallel_shards(None, "n.tau", shards, lazy)
+    same = [torch.ones(2), torch.ones(2)]
+    assert ModelBuilder._merge_tensor_parallel_shards(None, "n.tau", same, lazy) is same[0]
+
+
 # --------------------------------------------------------------------------- plugins
 
 
