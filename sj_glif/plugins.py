@@ -87,7 +87,10 @@ def _accept_lazy_targets(builder: type) -> None:
     uninitialized parameter"."""
     if getattr(builder, "_sj_glif_lazy_targets", False):
         return
-    shard, merge = builder._shard_tensor_parallel_tensor, builder._merge_tensor_parallel_shards
+    shard = getattr(builder, "_shard_tensor_parallel_tensor", None)
+    merge = getattr(builder, "_merge_tensor_parallel_shards", None)
+    if shard is None or merge is None:  # another SpikingJelly release: nothing to adapt
+        return
 
     @functools.wraps(shard)
     def shard_tensor(self, name: str, value: Tensor, target: Tensor, tensor_rank: int,
