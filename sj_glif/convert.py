@@ -10,6 +10,7 @@ import torch
 from spikingjelly.activation_based import functional, neuron
 from torch import nn
 
+from . import compat
 from .node import GLIFNode
 
 __all__ = ["materialize", "prepare_ddp", "swap_neurons"]
@@ -120,10 +121,11 @@ def swap_neurons(
     Returns:
         ``model``, changed in place.
     """
-    from spikingjelly.activation_based.neuron import GatedLIFNode
+    gated = compat.gated_lif_class()  # None where SpikingJelly has no GatedLIFNode
+    kinds = (neuron.BaseNode,) if gated is None else (neuron.BaseNode, gated)
 
     def default(m: nn.Module) -> bool:
-        return isinstance(m, (neuron.BaseNode, GatedLIFNode))
+        return isinstance(m, kinds)
 
     choose = predicate or default
     swaps = []  # (parent, name, old, new): all new nodes are built before any is set
@@ -131,7 +133,7 @@ def swap_neurons(
         for name, child in list(parent.named_children()):
             if isinstance(child, GLIFNode) or not choose(child):
                 continue
-            if isinstance(child, GatedLIFNode):
+            if gated is not None and isinstance(child, gated):
                 new = GLIFNode.from_gated_lif(child, **glif_kwargs)
             else:
                 kwargs: dict[str, Any] = dict(step_mode=child.step_mode)
@@ -143,7 +145,7 @@ def swap_neurons(
             swaps.append((parent, name, child, new))
     for parent, name, _, new in swaps:
         setattr(parent, name, new)
-    functional.invalidate_reset_cache(model)
+    compat.invalidate_reset_cache(model)
     if example_input is not None:
         device = next((p.device for p in model.parameters() if not _lazy(p)), None)
         try:
@@ -153,7 +155,7 @@ def swap_neurons(
         except BaseException:  # leave the model as it was: the old neurons back in place
             for parent, name, old, _ in swaps:
                 setattr(parent, name, old)
-            functional.invalidate_reset_cache(model)
+            compat.invalidate_reset_cache(model)
             raise
     return model
 

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter, is_lazy
 
+from .compat import EXTRA_NODE_BACKENDS, NodeCompat
 from .ops import BACKENDS, check_inputs, glif_multi_step, implementation_for
 from .reference import GATE_MODES, compute_dtype
 
@@ -38,7 +39,7 @@ def _logit(p: float, name: str) -> float:
     return math.log(p / (1.0 - p))
 
 
-class GLIFNode(LazyModuleMixin, neuron.BaseNode):
+class GLIFNode(LazyModuleMixin, NodeCompat, neuron.BaseNode):
     """Gated LIF neuron (Yao et al., NeurIPS 2022), channel-wise or layer-wise.
 
     Each time step (``a, b, g`` gates, all effective values ``sigmoid(raw)``)::
@@ -72,7 +73,8 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
         detach_reset: detach the previous spike in the reset terms (default False).
         step_mode: ``"s"`` (default) or ``"m"``.
         store_v_seq: keep the membrane sequence in ``self.v_seq`` (default False).
-        backend: ``"auto"`` (default), ``"triton"`` or ``"torch"``.
+        backend: ``"auto"`` (default), ``"triton"`` or ``"torch"``; under SpikingJelly
+            0.0.0.0.14 also ``"cupy"``, which means ``"auto"`` (see :mod:`sj_glif.compat`).
 
     Shapes: 's' mode input ``[*step]``, 'm' mode ``[T, *step]``; channel at ``channel_dim``
     of the step. Spikes come out in the input dtype; the state (``v``, ``spike``) is
@@ -132,8 +134,10 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
             raise TypeError(f"channel_dim must be an int, got {channel_dim!r}")
         if gate_mode not in GATE_MODES:
             raise ValueError(f"gate_mode must be one of {GATE_MODES}, got {gate_mode!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend not in (*BACKENDS, *EXTRA_NODE_BACKENDS):
+            raise ValueError(
+                f"backend must be one of {(*BACKENDS, *EXTRA_NODE_BACKENDS)}, got {backend!r}"
+            )
         if not isinstance(detach_reset, bool):
             raise TypeError(f"detach_reset must be a bool, got {detach_reset!r}")
         if not isinstance(init_gate_range, (int, float)) or init_gate_range < 0:

@@ -38,13 +38,21 @@ def load_neuron(name: str) -> type:
     return found[name].load()
 
 
-def register_with_spikingjelly() -> None:
+def register_with_spikingjelly() -> bool:
     """Register :class:`~sj_glif.GLIFNode` with SpikingJelly's vision config registry
     (``distributed.vision.config.register_neuron_class``), so serialized configs that
     name ``sj_glif.node.GLIFNode`` resolve in this process. Idempotent; ``import
-    sj_glif`` calls it."""
-    from spikingjelly.activation_based.distributed.vision.config import register_neuron_class
+    sj_glif`` calls it.
 
+    Returns:
+        True if registered; False where SpikingJelly has no such registry
+        (0.0.0.0.14, which has no vision configs to resolve).
+    """
+    from . import compat
     from .node import GLIFNode
 
+    register_neuron_class = compat.vision_config_register()
+    if register_neuron_class is None:
+        return False
     register_neuron_class(GLIFNode)
+    return True
