@@ -29,10 +29,13 @@ public API (never by parsing version strings, never through private modules):
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+import spikingjelly
 import torch
 from spikingjelly.activation_based import base, functional, neuron, surrogate
 from torch import nn
@@ -197,6 +200,19 @@ SuperSpike: type[nn.Module] = getattr(surrogate, "SuperSpike", SjGlifSuperSpike)
 # ---------------------------------------------------------------------- the node
 
 _CUPY_NOTE_SHOWN = False
+# frames in these folders are skipped when the warning picks the line it points at
+_LIBRARY_DIRS = tuple(os.path.dirname(m.__file__) + os.sep for m in (torch, spikingjelly)) + (
+    os.path.dirname(__file__) + os.sep,
+)
+
+
+def _user_stacklevel() -> int:
+    """``stacklevel`` for a warning raised here that points at the first frame outside
+    torch, SpikingJelly and sj-glif (``set_backend``'s or the constructor's caller)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _note_cupy_once() -> None:
@@ -209,7 +225,7 @@ def _note_cupy_once() -> None:
         "fastest path, backend='auto' (fused Triton kernels on CUDA, PyTorch on the CPU). "
         "Shown once per process.",
         UserWarning,
-        stacklevel=4,
+        stacklevel=_user_stacklevel(),
     )
 
 

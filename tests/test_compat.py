@@ -332,6 +332,7 @@ def test_set_backend_cupy_keeps_glif_on_auto_and_says_so_once(monkeypatch):
         built = GLIFNode(backend="cupy")  # builders pass backend="cupy" to every neuron
     notes = [w for w in caught if "cupy" in str(w.message)]
     assert len(notes) == 1 and "backend='auto'" in str(notes[0].message)
+    assert notes[0].filename == __file__  # points at the set_backend call
     assert [m.backend for m in net if isinstance(m, GLIFNode)] == ["auto", "auto"]
     assert built.backend == "auto"
 
