@@ -10,6 +10,7 @@ import torch
 from spikingjelly.activation_based import functional, neuron
 from torch import nn
 
+from . import compat
 from .node import GLIFNode
 
 __all__ = ["materialize", "prepare_ddp", "swap_neurons"]
@@ -153,7 +154,8 @@ def swap_neurons(
             SpikingJelly neuron; ``example_input`` is not a tensor; a ``glif_kwargs``
             argument is wrong (as :class:`GLIFNode` raises it).
     """
-    from spikingjelly.activation_based.neuron import GatedLIFNode
+    gated = compat.gated_lif_class()  # None where SpikingJelly has no GatedLIFNode
+    kinds = (neuron.BaseNode,) if gated is None else (neuron.BaseNode, gated)
 
     _check_model(model, "swap_neurons")
     if predicate is not None and not callable(predicate):
@@ -161,7 +163,7 @@ def swap_neurons(
     _check_example(example_input, "swap_neurons", optional=True)
 
     def is_neuron(m: nn.Module) -> bool:
-        return isinstance(m, (neuron.BaseNode, GatedLIFNode))
+        return isinstance(m, kinds)
 
     choose = predicate or is_neuron
     if not isinstance(model, GLIFNode) and choose(model):
@@ -192,7 +194,7 @@ def swap_neurons(
                 )
             new = made.get(id(child))
             if new is None:
-                if isinstance(child, GatedLIFNode):
+                if gated is not None and isinstance(child, gated):
                     new = GLIFNode.from_gated_lif(child, **glif_kwargs)
                 else:
                     kwargs: dict[str, Any] = dict(step_mode=child.step_mode)
@@ -205,7 +207,7 @@ def swap_neurons(
             swaps.append((parent, name, child, new))
     for parent, name, _, new in swaps:
         setattr(parent, name, new)
-    functional.invalidate_reset_cache(model)
+    compat.invalidate_reset_cache(model)
     if example_input is not None:
         device = next((p.device for p in model.parameters() if not _lazy(p)), None)
         try:
@@ -215,7 +217,7 @@ def swap_neurons(
         except BaseException:  # leave the model as it was: the old neurons back in place
             for parent, name, old, _ in swaps:
                 setattr(parent, name, old)
-            functional.invalidate_reset_cache(model)
+            compat.invalidate_reset_cache(model)
             raise
     return model
 

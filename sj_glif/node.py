@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter, is_lazy
 
+from .compat import EXTRA_NODE_BACKENDS, NodeCompat
 from .ops import BACKENDS, check_inputs, glif_multi_step, implementation_for
 from .reference import GATE_MODES, compute_dtype
 
@@ -67,7 +68,7 @@ def _logit(p: object, name: str) -> float:
     return math.log(p / (1.0 - p))
 
 
-class GLIFNode(LazyModuleMixin, neuron.BaseNode):
+class GLIFNode(LazyModuleMixin, NodeCompat, neuron.BaseNode):
     """Gated LIF neuron (Yao et al., NeurIPS 2022), channel-wise or layer-wise.
 
     Each time step (``a, b, g`` gates, all effective values ``sigmoid(raw)``)::
@@ -168,7 +169,8 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
             detach_reset: detach the previous spike in the reset terms (default False).
             step_mode: ``"s"`` (default) or ``"m"``.
             store_v_seq: keep the membrane sequence in ``self.v_seq`` (default False).
-            backend: ``"auto"`` (default), ``"triton"`` or ``"torch"``.
+            backend: ``"auto"`` (default), ``"triton"`` or ``"torch"``; under SpikingJelly
+                0.0.0.0.14 also ``"cupy"``, which means ``"auto"`` (see :mod:`sj_glif.compat`).
         """
         for key in kwargs:
             hint = _FOREIGN_KWARGS.get(key, "not a GLIFNode argument")
@@ -185,8 +187,10 @@ class GLIFNode(LazyModuleMixin, neuron.BaseNode):
         channel_dim = _int(channel_dim, "channel_dim")
         if not isinstance(gate_mode, str) or gate_mode not in GATE_MODES:
             raise ValueError(f"gate_mode must be one of {GATE_MODES}, got {gate_mode!r}")
-        if not isinstance(backend, str) or backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if not isinstance(backend, str) or backend not in (*BACKENDS, *EXTRA_NODE_BACKENDS):
+            raise ValueError(
+                f"backend must be one of {(*BACKENDS, *EXTRA_NODE_BACKENDS)}, got {backend!r}"
+            )
         detach_reset = _flag(detach_reset, "detach_reset")
         store_v_seq = _flag(store_v_seq, "store_v_seq")
         if not isinstance(step_mode, str) or step_mode not in ("s", "m"):

@@ -66,18 +66,28 @@ def load_neuron(name: str) -> type:
     return found[name].load()
 
 
-def register_with_spikingjelly() -> None:
+def register_with_spikingjelly() -> bool:
     """Register :class:`~sj_glif.GLIFNode` with SpikingJelly's vision config registry
     (``distributed.vision.config.register_neuron_class``), so serialized configs that
     name ``sj_glif.node.GLIFNode`` resolve in this process, and let SpikingJelly's
     ``ModelBuilder`` load checkpoints into models with lazy parameters (see the module
-    docstring). Idempotent; ``import sj_glif`` calls it."""
-    from spikingjelly.activation_based.distributed.vision import config
+    docstring). Idempotent; ``import sj_glif`` calls it.
 
+    Returns:
+        True if registered; False where SpikingJelly has no such registry
+        (0.0.0.0.14, which has no vision configs to resolve).
+    """
+    from . import compat
     from .node import GLIFNode
 
-    config.register_neuron_class(GLIFNode)
+    register_neuron_class = compat.vision_config_register()
+    if register_neuron_class is None:
+        return False
+    register_neuron_class(GLIFNode)
+    from spikingjelly.activation_based.distributed.vision import config
+
     _accept_lazy_targets(config.ModelBuilder)
+    return True
 
 
 def _accept_lazy_targets(builder: type) -> None:

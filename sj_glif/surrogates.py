@@ -1,10 +1,16 @@
 """The surrogate gradients that sj-glif fuses, keyed by SpikingJelly class.
 
-SpikingJelly 2.0 surrogates are modules whose forward is the Heaviside step
+SpikingJelly surrogates are modules whose forward is the Heaviside step
 ``H(z) = 1 if z >= 0 else 0`` and whose backward is a closed form ``sg(z)``.
 The eight listed here are compiled into the fused forward/backward (the torch
 path of :mod:`sj_glif.ops` and the Triton kernels) by integer id, with their
 ``alpha``. Any other surrogate object runs the autograd reference instead.
+
+:data:`Rect` (the official GLIF surrogate) and :data:`SuperSpike` are SpikingJelly's
+classes where the installed release has them (2.0) and sj-glif's equivalents where it
+does not (0.0.0.0.14; :class:`sj_glif.compat.SjGlifRect`, same forward, backward and
+``alpha`` default); either is fused. ``GLIFNode(surrogate_function=sj_glif.surrogates.Rect())``
+works under both releases.
 """
 
 from __future__ import annotations
@@ -14,24 +20,32 @@ import math
 import torch
 from spikingjelly.activation_based import surrogate
 
-# id -> (SpikingJelly class, short name). The ids are part of the kernel ABI.
+from .compat import Rect, SjGlifRect, SjGlifSuperSpike, SuperSpike
+
+__all__ = ["SURROGATES", "Rect", "SuperSpike", "fused_surrogate", "surrogate_grad"]
+
+# id -> (surrogate class, short name). The ids are part of the kernel ABI.
 SURROGATES: dict[int, tuple[type, str]] = {
     0: (surrogate.Sigmoid, "sigmoid"),
     1: (surrogate.ATan, "atan"),
     2: (surrogate.PiecewiseQuadratic, "piecewise_quadratic"),
     3: (surrogate.PiecewiseExp, "piecewise_exp"),
     4: (surrogate.SoftSign, "soft_sign"),
-    5: (surrogate.SuperSpike, "super_spike"),
+    5: (SuperSpike, "super_spike"),
     6: (surrogate.Erf, "erf"),
-    7: (surrogate.Rect, "rect"),
+    7: (Rect, "rect"),
 }
+# sj-glif's own Rect and SuperSpike are fused under every release (they are the
+# table's classes where SpikingJelly lacks them)
 _ID_BY_CLASS = {cls: sid for sid, (cls, _) in SURROGATES.items()}
+_ID_BY_CLASS.update({SjGlifSuperSpike: 5, SjGlifRect: 7})
 
 
 def fused_surrogate(fn: object) -> tuple[int, float] | None:
     """Return ``(surrogate_id, alpha)`` if ``fn`` can be fused, else ``None``.
 
-    Only exact instances of the eight classes in :data:`SURROGATES` with
+    Only exact instances of the eight classes in :data:`SURROGATES` (and of
+    sj-glif's :class:`~sj_glif.compat.SjGlifRect` / ``SjGlifSuperSpike``) with
     ``spiking=True`` qualify (a subclass may change the backward, and
     ``spiking=False`` makes the forward continuous).
     """

@@ -678,6 +678,7 @@ def test_set_step_mode_switches_between_modes():
 # --------------------------------------------------------------------------- functional contract
 
 
+@pytest.mark.needs_sj2("base.to_functional_forward")
 @pytest.mark.parametrize("step_mode", ["m", "s"])
 def test_to_functional_forward_matches_stateful_and_is_pure(step_mode):
     T = 4
@@ -714,6 +715,7 @@ def test_to_functional_forward_matches_stateful_and_is_pure(step_mode):
     assert new_states[2] == stateful.step == (4 if step_mode == "m" else 3)
 
 
+@pytest.mark.needs_sj2("base.to_functional_forward")
 def test_functional_forward_from_scalar_states():
     node = make_node(3, 2, step_mode="m")
     x = rand_input((3, 4, 2), dtype=torch.float32)
@@ -1144,6 +1146,7 @@ def test_no_wraparound_after_the_last_conduct_row():
 # --------------------------------------------------------------------------- interop
 
 
+@pytest.mark.needs_sj2("GatedLIFNode")
 @pytest.mark.parametrize("inplane", [3, None], ids=["channel_wise", "layer_wise"])
 def test_from_gated_lif_copies_parameters(inplane):
     from spikingjelly.activation_based.neuron import GatedLIFNode

@@ -29,17 +29,18 @@ from importlib import metadata
 import pytest
 import torch
 from spikingjelly.activation_based import base, functional, layer, neuron, surrogate
-from spikingjelly.activation_based.neuron import GatedLIFNode
 from torch import nn
 
 import sj_glif
 from sj_glif import GLIFNode
 
+GatedLIFNode = getattr(neuron, "GatedLIFNode", None)  # SpikingJelly >= 2.0 only
+
 PARAMS = ("alpha", "beta", "gamma", "tau", "v_threshold", "linear_decay", "v_subreset", "conduct")
 T, B, C, H, W = 4, 2, 3, 5, 4
 
 
-def _peer(surrogate_function, seed: int = 0) -> GatedLIFNode:
+def _peer(surrogate_function, seed: int = 0) -> nn.Module:
     """A GatedLIFNode with random raw parameters that differ per channel (at their
     initial values every channel would behave alike)."""
     peer = GatedLIFNode(T, inplane=C, surrogate_function=surrogate_function)
@@ -102,6 +103,7 @@ def _assert_close_runs(got: dict, want: dict) -> None:
 # --------------------------------------------------------------------------- the peer
 
 
+@pytest.mark.needs_sj2("GatedLIFNode")
 @pytest.mark.parametrize(
     "make_surrogate", [surrogate.Sigmoid, surrogate.Rect], ids=["Sigmoid", "Rect"]
 )
@@ -117,6 +119,7 @@ def test_glif_equals_gated_lif_node(make_surrogate, copy_by):
     _assert_close_runs(_run(node, x), _run(peer, x))
 
 
+@pytest.mark.needs_sj2("GatedLIFNode")
 def test_glif_in_chunks_equals_gated_lif_in_one_call():
     # GatedLIFNode is only right in one call; GLIFNode carries v, spike and the step
     # across calls, so any split of the sequence gives GatedLIFNode's one-call result
@@ -128,6 +131,7 @@ def test_glif_in_chunks_equals_gated_lif_in_one_call():
         _assert_close_runs(_run(node, x, calls), want)
 
 
+@pytest.mark.needs_sj2("GatedLIFNode")
 def test_initial_values_equal_gated_lif_node():
     torch.manual_seed(0)
     node = GLIFNode(T, channels=C)
@@ -147,6 +151,7 @@ def test_model_builder_kwargs_of_other_neurons_raise_type_error():
         spiking_resnet.spiking_resnet18(spiking_neuron=GLIFNode, v_threshold=1.0)
 
 
+@pytest.mark.needs_sj2("base.to_functional_forward")
 def test_to_functional_forward_of_a_sequential():
     torch.manual_seed(0)
     net = nn.Sequential(
@@ -193,6 +198,7 @@ def _builders():
 
 
 @pytest.mark.slow
+@pytest.mark.needs_sj2("2.0's model zoo; tests/test_compat.py trains 0.0.0.0.14's builders")
 @pytest.mark.parametrize(
     "name",
     ["spiking_resnet18", "sew_resnet18", "spiking_vgg11_bn", "CIFAR10Net", "spikformer_cifar10"],
@@ -299,6 +305,7 @@ def test_swap_neurons_in_a_built_lif_model():
     assert all((m.v, m.spike, m.step) == (0.0, 0.0, 0) for m in nodes)
 
 
+@pytest.mark.needs_sj2("GatedLIFNode")
 def test_swap_neurons_keeps_gated_lif_parameters():
     torch.manual_seed(0)
     peer = _peer(surrogate.Sigmoid(), seed=5)
@@ -534,6 +541,7 @@ _CONFIG_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.needs_sj2("distributed.vision.config")
 def test_vision_config_registry_resolves_glif_after_import():
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
