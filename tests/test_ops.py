@@ -570,16 +570,16 @@ def test_store_v_seq_false_returns_none_and_same_results():
 def test_membrane_stream_kept_only_when_needed(monkeypatch):
     """store_u (the op's membrane stream) is set for store_v_seq, or for a Triton
     backward under autograd; never under torch.no_grad, never for the torch path
-    (which recomputes). The op is spied on and run on the torch path, so no kernel
-    runs here."""
+    (which recomputes). The forward implementation (behind both the op and the eager
+    autograd.Function) is spied on and run on the torch path, so no kernel runs here."""
     seen = []
-    real = ops._glif_fwd_op
+    real = ops._fwd_impl
 
     def spy(*args):
         seen.append((args[17], args[18]))  # store_u, impl
         return real(*args[:18], "torch")
 
-    monkeypatch.setattr(ops, "_glif_fwd_op", spy)
+    monkeypatch.setattr(ops, "_fwd_impl", spy)
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # so backend="triton" is allowed on the CPU
     params = {n: p.requires_grad_() for n, p in make_params(3, T, seed=15).items()}
     x, _, _ = make_inputs((T, *STEP), seed=16)
