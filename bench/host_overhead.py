@@ -163,6 +163,48 @@ def _worker(src: str, path: str, steps: int) -> dict:
     }
 
 
+def _boundary(steps: int, rounds: int) -> dict:
+    """This checkout only: the autograd boundary alone, the implementations stubbed
+    (``_fwd_impl``/``_bwd_impl`` return empty outputs): the ``torch.library`` op with
+    registered autograd against the eager ``autograd.Function``, interleaved."""
+    sys.path.insert(0, str(ROOT))
+    import torch  # noqa: PLC0415
+
+    from sj_glif import ops  # noqa: PLC0415
+
+    torch.set_num_threads(1)
+    T, B, C, H, W = SHAPE
+    x = torch.randn(SHAPE, requires_grad=True)
+    grad = torch.randn(SHAPE)
+    params = [torch.rand(C).requires_grad_() for _ in range(7)] + [
+        torch.rand(T, C).requires_grad_()
+    ]
+    flags = (0, 1, 0, 0, 4.0, False, False, "torch")
+
+    def fwd(x, v0, s0, *rest):
+        state = torch.empty(x.shape[1:])
+        return torch.empty_like(x), state, torch.empty_like(state), x.new_empty(0)
+
+    def bwd(grad_spike, grad_v, grad_s, grad_u, x, v0, s0, u_seq, *rest):
+        state = [torch.empty(x.shape[1:]) for _ in range(2)]
+        return [torch.empty_like(x), *state, *(torch.empty_like(p) for p in rest[:8])]
+
+    ops._fwd_impl, ops._bwd_impl = fwd, bwd
+    entries = {"torch.library op": ops._glif_fwd_op, "autograd.Function": ops._GLIFFunction.apply}
+    medians: dict[str, list[float]] = {name: [] for name in entries}
+    for _ in range(rounds):
+        for name, entry in entries.items():
+            times = []
+            for _ in range(steps):
+                for p in (x, *params):
+                    p.grad = None
+                t = time.perf_counter()
+                torch.autograd.backward(entry(x, None, None, *params, *flags)[0], grad)
+                times.append(time.perf_counter() - t)
+            medians[name].append(statistics.median(times[20:]) * 1e6)
+    return {name: statistics.median(m) for name, m in medians.items()}
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -215,6 +257,7 @@ def main() -> None:
                     print(f"round {r} {label:6s} {path:10s} {res['median_us']:8.1f} us "
                           f"{res['launches_per_step']} launches", flush=True)  # fmt: skip
 
+    boundary = _boundary(args.steps, args.rounds)
     summary = {}
     for label, by_path in results.items():
         for path, runs in by_path.items():
@@ -238,6 +281,7 @@ def main() -> None:
         "rounds": args.rounds,
         "steps_per_round": args.steps,
         "results": summary,
+        "boundary_only_us": boundary,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -265,6 +309,13 @@ def main() -> None:
             f"({b['triton_launches']} Triton + {b['torch_ops']} torch) | "
             f"{a['launches_per_step']} ({a['triton_launches']} Triton + {a['torch_ops']} torch) |"
         )
+    lines += [
+        "",
+        "The autograd boundary alone (this checkout, implementations stubbed, forward + "
+        "backward, median µs): "
+        + ", ".join(f"{name} {us:.0f}" for name, us in boundary.items())
+        + ". Eager calls take the `autograd.Function`; `torch.compile` traces the op.",
+    ]
     lines += ["", "Torch ops counted per step:", ""]
     for path, s in summary.items():
         for label in ("before", "after"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from spikingjelly.activation_based import surrogate
@@ -747,6 +748,72 @@ def test_validation_errors(name):
     x, params, kw = make(*_valid())
     with pytest.raises(exc, match=pattern):
         glif_multi_step(x, **params, **kw)
+
+
+# (argument, value, error, pattern): every argument of glif_multi_step with a wrong type
+WRONG_TYPE = [
+    ("x_seq", [[1.0]], TypeError, r"x_seq must be a torch.Tensor, got list"),
+    ("v0", "0", TypeError, r"v0 must be a tensor or a float, got str \('0'\)"),
+    ("s0", [0.0], TypeError, r"s0 must be a tensor or a float, got list"),
+    *(
+        (n, 0.0, TypeError, rf"parameter {n} must be a floating torch.Tensor .*got float \(0.0\)")
+        for n in PARAMS
+    ),
+    ("tau", torch.zeros(3, dtype=torch.int64), TypeError, r"tau must be a floating .*torch.int64"),
+    ("t0", 1.0, TypeError, r"t0 must be an int, got float \(1.0\)"),
+    ("t0", True, TypeError, r"t0 must be an int, got bool \(True\)"),
+    ("t0", "0", TypeError, r"t0 must be an int, got str"),
+    ("channel_dim", 1.0, TypeError, r"channel_dim must be an int, got float \(1.0\)"),
+    ("channel_dim", np.bool_(True), TypeError, r"channel_dim must be an int, got bool"),
+    ("gate_mode", 1, TypeError, r"gate_mode must be a str, one of \('soft'.*got int \(1\)"),
+    ("gate_mode", None, TypeError, r"gate_mode must be a str.*got NoneType"),
+    ("surrogate_function", surrogate.ATan, TypeError,
+     r"surrogate_function must be a surrogate instance, e.g. ATan\(\), got the class ATan"),
+    ("surrogate_function", "sigmoid", TypeError,
+     r"surrogate_function must be a SpikingJelly surrogate instance .*got str"),
+    ("detach_reset", 1, TypeError, r"detach_reset must be a bool \(True or False\), got int \(1\)"),
+    ("detach_reset", "yes", TypeError, r"detach_reset must be a bool"),
+    ("store_v_seq", None, TypeError, r"store_v_seq must be a bool .*got NoneType"),
+    ("backend", 1, ValueError, r"backend must be one of \('auto', 'triton', 'torch'\), got 1"),
+    ("backend", None, ValueError, r"backend must be one of .*got None"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("arg", "value", "exc", "pattern"),
+    WRONG_TYPE,
+    ids=[f"{a}={type(v).__name__}" for a, v, _, _ in WRONG_TYPE],
+)
+def test_wrongly_typed_argument_names_it_in_one_line(arg, value, exc, pattern):
+    """Issue 8.9: each argument of the wrong type gets a one-line TypeError/ValueError
+    naming it, what was expected and what came (not an AttributeError, a TypeError
+    about tuple indices or an op-schema dump)."""
+    x, params = _valid()
+    kw = {"x_seq": x, **params, arg: value}
+    with pytest.raises(exc, match=pattern) as info:
+        glif_multi_step(**kw)
+    assert "\n" not in str(info.value)
+
+
+def test_numpy_scalars_are_accepted_like_python_numbers():
+    """np.int64 for t0/channel_dim, np.bool_ for the flags and NumPy floats for the
+    initial state behave exactly like the Python values."""
+    x, params = _valid(T_=4)
+    x = x[:3]
+    want = glif_multi_step(x, 0.5, 0.0, **params, t0=1, channel_dim=-1, detach_reset=True)
+    got = glif_multi_step(
+        x,
+        np.float32(0.5),
+        np.float64(0.0),
+        **params,
+        t0=np.int64(1),
+        channel_dim=np.int32(-1),
+        detach_reset=np.bool_(True),
+        store_v_seq=np.bool_(False),
+    )
+    for a, b in zip(got[:3], want[:3], strict=True):
+        assert torch.equal(a, b)
+    assert got.v_seq is None
 
 
 # --------------------------------------------------------------------------- implementation_for
