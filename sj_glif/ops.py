@@ -740,6 +740,8 @@ def glif_multi_step(
     # torch backward recomputes it from the input, so training keeps only x (and the
     # initial state) alive
     store_u = store_v_seq or (needs_grad and impl == "triton" and not _triton_bwd_recomputes_u())
+    if impl == "triton" and not _launcher_takes_none():  # once here, not again in backward
+        v0, s0 = _zeros_if_none(v0, step_shape, x_seq), _zeros_if_none(s0, step_shape, x_seq)
     args = (x_seq, v0, s0, *params.values(), t0, cd, _GATE_IDS[gate_mode], sid, sg_alpha,
             detach_reset, store_u, impl)  # fmt: skip
     if torch.compiler.is_compiling():  # the op: torch.compile sees GLIF as one node
