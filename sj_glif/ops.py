@@ -651,25 +651,25 @@ def glif_multi_step(
             message names it, what was expected and what came.
         NotImplementedError: forward-mode AD with a surrogate that is not fused (see below).
 
-    Autograd modes. First-order backward (``loss.backward()``, ``torch.autograd.grad``)
-    runs the fused backward. Everything else gives the float64 reference's (the spec's)
-    derivatives, with the surrogate in place of ``dH/dz``:
+    Autograd modes. A first-order backward (``loss.backward()``, ``torch.autograd.grad``)
+    runs the fused backward. Every other mode gives the derivatives of the reference
+    (:func:`sj_glif.reference.glif_reference` under plain autograd, the spec), with the
+    surrogate's derivative in place of ``dH/dz``; these paths run the reference and keep
+    an autograd graph per step, so they are slower:
 
-    - double backward (``torch.autograd.grad(..., create_graph=True)`` and a backward
-      through that gradient, e.g. a gradient penalty): supported; the backward itself then
-      recomputes the sequence through :func:`sj_glif.reference.glif_reference` with
-      autograd, so second derivatives are those of the reference. Piecewise-constant
-      surrogates (Rect, PiecewiseQuadratic) have a zero derivative almost everywhere, so
-      their second-order terms through the spike are zero, as in the reference.
-    - ``torch.func`` reverse transforms (``grad``, ``vjp``, ``jacrev``, ``hessian``, ``vmap``):
-      supported; under a transform the call runs the reference with autograd.
-    - forward mode (``torch.func.jvp``, ``jacfwd``, ``torch.autograd.forward_ad`` dual
-      tensors): supported for the eight fused surrogates, whose derivative sj-glif knows
-      (the tangent of a spike is ``sg(u - theta)`` times that of ``u - theta``, the same
-      Jacobian the backward uses); any other surrogate raises NotImplementedError at the
-      call (SpikingJelly's surrogates define no forward-mode derivative).
-
-    The reference path is slower and keeps an autograd graph per step.
+    - double backward (``torch.autograd.grad(..., create_graph=True)``, then a backward
+      through that gradient, e.g. a gradient penalty): supported for every surrogate.
+      The backward, asked for a graph, recomputes the sequence through the reference.
+      Piecewise-constant surrogates (Rect, PiecewiseQuadratic) have a zero derivative
+      almost everywhere, so their second-order terms through the spike are zero, as in
+      the reference.
+    - ``torch.func`` reverse transforms (``grad``, ``vjp``, ``jacrev``, ``vmap``): supported
+      for every surrogate; under a transform the call runs the reference.
+    - forward mode (``torch.func.jvp``, ``jacfwd``, ``hessian``, ``torch.autograd.forward_ad``
+      dual tensors): supported for the eight fused surrogates; the tangent of a spike is
+      ``sg(u - theta)`` times that of ``u - theta``, the Jacobian the backward uses, so
+      ``jacfwd`` equals ``jacrev``. Any other surrogate raises NotImplementedError at the
+      call: SpikingJelly's surrogates define no forward-mode derivative.
 
     Example::
 

@@ -548,6 +548,34 @@ def test_chunked_calls_equal_one_call(gate_mode, detach_reset):
 # --------------------------------------------------------------------------- store_v_seq
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("store_v_seq", [False, True])
+def test_zero_state_number_equals_zero_tensors(backend, store_v_seq):
+    """A zero initial state given as a number is no tensor inside (the fused paths skip
+    its terms at step 0); results and gradients equal those from zero tensors, with the
+    Triton kernels under the interpreter too. Only the initial spike is nonzero in the
+    second pair, to cover one state None and the other not."""
+    params = make_params(3, T, dtype=F32, seed=31)
+    x, _, _ = make_inputs((T, *STEP), dtype=F32, seed=32)
+    zero, ones = torch.zeros(STEP), torch.ones(STEP)
+    for numbers, tensors in (((0.0, 0.0), (zero, zero)), ((0.0, 1.0), (zero, ones)),
+                             ((0.5, 0.0), (0.5 * ones, zero))):  # fmt: skip
+        results = []
+        for v0, s0 in (numbers, tensors):
+            leaves, p = leaves_of(x, zero, zero, params)
+            out = glif_multi_step(leaves["x"], v0, s0, **p, store_v_seq=store_v_seq,
+                                  backend=backend)  # fmt: skip
+            del leaves["v0"], leaves["s0"]
+            outs = [o for o in out if o is not None]
+            results.append((outs, loss_and_grads(outs, leaves)))
+        (outs_a, grads_a), (outs_b, grads_b) = results
+        assert torch.equal(outs_a[0], outs_b[0]), numbers
+        for a, b in zip(outs_a[1:], outs_b[1:], strict=True):
+            torch.testing.assert_close(a, b, **TOL[F32][0], msg=str(numbers))
+        for n in grads_b:
+            torch.testing.assert_close(grads_a[n], grads_b[n], **TOL[F32][1], msg=f"{numbers} {n}")
+
+
 def test_store_v_seq_false_returns_none_and_same_results():
     """Without the stored stream the torch backward recomputes it: same gradients."""
     params = make_params(3, T, seed=13)
