@@ -166,7 +166,9 @@ def _worker(src: str, path: str, steps: int) -> dict:
 def _boundary(steps: int, rounds: int) -> dict:
     """This checkout only: the autograd boundary alone, the implementations stubbed
     (``_fwd_impl``/``_bwd_impl`` return empty outputs): the ``torch.library`` op with
-    registered autograd against the eager ``autograd.Function``, interleaved."""
+    registered autograd, the eager ``autograd.Function``, and the whole
+    ``glif_multi_step`` around it (what sj-glif adds to a launcher's own host time),
+    interleaved."""
     sys.path.insert(0, str(ROOT))
     import torch  # noqa: PLC0415
 
@@ -190,7 +192,17 @@ def _boundary(steps: int, rounds: int) -> dict:
         return [torch.empty_like(x), *state, *(torch.empty_like(p) for p in rest[:8])]
 
     ops._fwd_impl, ops._bwd_impl = fwd, bwd
-    entries = {"torch.library op": ops._glif_fwd_op, "autograd.Function": ops._GLIFFunction.apply}
+    names = ("alpha", "beta", "gamma", "tau", "v_threshold", "linear_decay", "v_subreset")
+    kw = {**dict(zip(names, params, strict=False)), "conduct": params[7]}
+
+    def multi_step(x, v0, s0, *rest):  # validation, dispatch and the Function
+        return ops.glif_multi_step(x, **kw, backend="torch")
+
+    entries = {
+        "torch.library op": ops._glif_fwd_op,
+        "autograd.Function": ops._GLIFFunction.apply,
+        "glif_multi_step (Function + validation)": multi_step,
+    }
     medians: dict[str, list[float]] = {name: [] for name in entries}
     for _ in range(rounds):
         for name, entry in entries.items():
@@ -311,8 +323,8 @@ def main() -> None:
         )
     lines += [
         "",
-        "The autograd boundary alone (this checkout, implementations stubbed, forward + "
-        "backward, median µs): "
+        "The op boundary alone (this checkout, `_fwd_impl`/`_bwd_impl` stubbed, so neither "
+        "launcher nor torch path runs; forward + backward, median µs): "
         + ", ".join(f"{name} {us:.0f}" for name, us in boundary.items())
         + ". Eager calls take the `autograd.Function`; `torch.compile` traces the op.",
     ]
