@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from inspect import signature
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +46,10 @@ SHAPE = (8, 2, 8, 4, 4)  # [T, B, C, H, W]; tiny: the kernels are stubbed
 
 
 # --------------------------------------------------------------------------- worker
+
+
+def _signature(fn) -> set[str]:
+    return set(signature(fn).parameters)
 
 
 def _worker(src: str, path: str, steps: int) -> dict:
@@ -160,6 +165,7 @@ def _worker(src: str, path: str, steps: int) -> dict:
         "torch_ops": len(counted),
         "torch_op_names": counted,
         "launches_per_step": n_triton + len(counted),
+        "launcher_api": "old" if "surrogate_id" in _signature(kernels.glif_fwd) else "new",
     }
 
 
@@ -280,6 +286,7 @@ def main() -> None:
                 "torch_ops": runs[0]["torch_ops"],
                 "torch_op_names": runs[0]["torch_op_names"],
                 "launches_per_step": runs[0]["launches_per_step"],
+                "launcher_api": runs[0]["launcher_api"],
             }
     record = {
         "benchmark": "bench/host_overhead.py",
@@ -328,6 +335,19 @@ def main() -> None:
         + ", ".join(f"{name} {us:.0f}" for name, us in boundary.items())
         + ". Eager calls take the `autograd.Function`; `torch.compile` traces the op.",
     ]
+    if any(r[0]["launcher_api"] == "old" for r in results["after"].values()):
+        lines += [
+            "",
+            "The after column runs the Triton launchers from before the issue-9 launcher API "
+            "(`glif_fwd(..., surrogate_id, sg_alpha, store_u)`): the ops they need around them "
+            "are theirs, not the op boundary's. `zeros, zeros` is the zero state those "
+            "launchers need as tensors (filled once; `full, full` on the node path is "
+            "GLIFNode's own state), `_to_copy` the `s_last` copy, `sum, zeros, sum, copy_` "
+            "the partial-sum finish and `d_conduct` assembly, and the seven `clone`s the "
+            "parameter gradients. The new API takes a None state, writes `s_last` in the "
+            "kernel and finishes in one kernel; `tests/test_host_work.py` then asserts at "
+            "most four launches per step.",
+        ]
     lines += ["", "Torch ops counted per step:", ""]
     for path, s in summary.items():
         for label in ("before", "after"):
