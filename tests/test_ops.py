@@ -912,11 +912,14 @@ def test_implementation_for_unfused_surrogate_is_reference(monkeypatch):
 # --------------------------------------------------------------------------- torch.library
 
 
-@pytest.mark.parametrize("store_v_seq", [False, True])
-def test_torch_compile_fullgraph_matches_eager(store_v_seq):
+@pytest.mark.parametrize(
+    ("store_v_seq", "backend"), [(False, "torch"), (True, "torch"), (False, "triton")]
+)
+def test_torch_compile_fullgraph_matches_eager(store_v_seq, backend):
     """Small cases (compiling is slow on a 2-core CPU): no graph break, and the
     compiled forward and backward equal eager, with the membrane stream returned or
-    not (then the torch backward recomputes it)."""
+    not (then the torch backward recomputes it). The Triton path (kernels under the
+    interpreter here) checks that its dispatch, launcher-API probes included, traces."""
     params = make_params(3, T, dtype=F32, seed=19)
     x, v0, s0 = make_inputs((T, 2, 3), dtype=F32, seed=20)
 
@@ -929,7 +932,7 @@ def test_torch_compile_fullgraph_matches_eager(store_v_seq):
             surrogate_function=surrogate.Sigmoid(),
             channel_dim=-1,
             store_v_seq=store_v_seq,
-            backend="torch",
+            backend=backend,
         )
         return out.spike_seq, out.v_seq, out.v_last, out.s_last
 
