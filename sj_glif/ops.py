@@ -18,17 +18,20 @@ The first two are one ``torch.library`` op pair, ``sj_glif::glif_fwd`` and
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import inspect
 import os
 import warnings
 from typing import NamedTuple
 
+import numpy as np
 import torch
-from spikingjelly.activation_based import surrogate as sj_surrogate
 from torch import Tensor
+from torch.autograd import forward_ad as fwAD
 
 from .reference import GATE_MODES, compute_dtype, glif_reference
-from .surrogates import fused_surrogate
+from .surrogates import fused_surrogate, surrogate_grad
 from .torch_path import torch_bwd, torch_fwd
 
 __all__ = [
@@ -146,7 +149,7 @@ def implementation_for(
     return "torch", f"{source} on {device.type}: the PyTorch path (Triton runs on CUDA)"
 
 
-# --------------------------------------------------------------------------- torch.library
+# --------------------------------------------------------------------------- implementations
 
 
 def _kernels():
@@ -155,28 +158,32 @@ def _kernels():
     return glif
 
 
-@torch.library.custom_op("sj_glif::glif_fwd", mutates_args=())
-def _glif_fwd_op(
-    x: Tensor,
-    v0: Tensor,
-    s0: Tensor,
-    alpha: Tensor,
-    beta: Tensor,
-    gamma: Tensor,
-    tau: Tensor,
-    v_threshold: Tensor,
-    linear_decay: Tensor,
-    v_subreset: Tensor,
-    conduct: Tensor,
-    t0: int,
-    channel_dim: int,
-    gate_mode: int,
-    surrogate_id: int,
-    sg_alpha: float,
-    detach_reset: bool,
-    store_u: bool,
-    impl: str,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+@functools.cache
+def _launcher_takes_none() -> bool:
+    """Whether the Triton launchers take ``None`` for a zero state / gradient (the
+    launcher API without ``surrogate_id`` in ``glif_fwd``); older ones need tensors."""
+    return "surrogate_id" not in inspect.signature(_kernels().glif_fwd).parameters
+
+
+@functools.cache
+def _triton_bwd_recomputes_u() -> bool:
+    """Whether the Triton backward recomputes the membrane (accepts ``u_seq=None``)."""
+    return bool(getattr(_kernels(), "BWD_RECOMPUTES_U", False))
+
+
+def _zeros_if_none(t: Tensor | None, shape: torch.Size, like: Tensor) -> Tensor:
+    if t is not None:
+        return t
+    return torch.zeros(shape, dtype=compute_dtype(like.dtype), device=like.device)
+
+
+def _fwd_impl(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,
+              conduct, t0, channel_dim, gate_mode, surrogate_id, sg_alpha, detach_reset,
+              store_u, impl):  # fmt: skip
+    """The forward of every fused implementation: ``(spike_seq, v_last, s_last, u_seq)``.
+    ``v0``/``s0`` None mean a zero state; ``u_seq`` is empty without ``store_u``."""
+    if impl == "triton" and not _launcher_takes_none():
+        v0, s0 = _zeros_if_none(v0, x.shape[1:], x), _zeros_if_none(s0, x.shape[1:], x)
     args = (x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
     if impl == "triton":
         spike_seq, v_last, u_seq = _kernels().glif_fwd(
@@ -195,42 +202,16 @@ def _glif_fwd_op(
     return torch_fwd(*args, t0, channel_dim, gate_mode, store_u)
 
 
-@_glif_fwd_op.register_fake
-def _(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct, t0,
-      channel_dim, gate_mode, surrogate_id, sg_alpha, detach_reset, store_u, impl):  # fmt: skip
-    cdt = compute_dtype(x.dtype)
-    u_seq = x.new_empty(x.shape, dtype=cdt) if store_u else x.new_empty(0, dtype=cdt)
-    spike_seq = torch.empty_like(x, memory_format=torch.contiguous_format)
-    state = [x.new_empty(x.shape[1:], dtype=cdt) for _ in range(2)]
-    return spike_seq, *state, u_seq
-
-
-@torch.library.custom_op("sj_glif::glif_bwd", mutates_args=())
-def _glif_bwd_op(
-    grad_spike: Tensor,
-    grad_v_last: Tensor | None,
-    grad_s_last: Tensor | None,
-    grad_u_seq: Tensor | None,
-    x: Tensor,
-    v0: Tensor,
-    s0: Tensor,
-    u_seq: Tensor,
-    alpha: Tensor,
-    beta: Tensor,
-    gamma: Tensor,
-    tau: Tensor,
-    v_threshold: Tensor,
-    linear_decay: Tensor,
-    v_subreset: Tensor,
-    conduct: Tensor,
-    t0: int,
-    channel_dim: int,
-    gate_mode: int,
-    surrogate_id: int,
-    sg_alpha: float,
-    detach_reset: bool,
-    impl: str,
-) -> list[Tensor]:
+def _bwd_impl(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq, alpha, beta,
+              gamma, tau, v_threshold, linear_decay, v_subreset, conduct, t0, channel_dim,
+              gate_mode, surrogate_id, sg_alpha, detach_reset, impl):  # fmt: skip
+    """The backward of every fused implementation: the 11 input gradients ``(dx, dv0,
+    ds0, d_alpha … d_v_subreset, d_conduct)``; a None incoming gradient is zero."""
+    if impl == "triton" and not _launcher_takes_none():
+        step = x.shape[1:]
+        v0, s0 = _zeros_if_none(v0, step, x), _zeros_if_none(s0, step, x)
+        if grad_spike is None:
+            grad_spike = torch.zeros_like(x)
     params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
     if impl == "triton":
         out = _kernels().glif_bwd(
@@ -260,6 +241,78 @@ def _glif_bwd_op(
     return list(out)
 
 
+# --------------------------------------------------------------------------- torch.library
+
+
+@torch.library.custom_op("sj_glif::glif_fwd", mutates_args=())
+def _glif_fwd_op(
+    x: Tensor,
+    v0: Tensor | None,
+    s0: Tensor | None,
+    alpha: Tensor,
+    beta: Tensor,
+    gamma: Tensor,
+    tau: Tensor,
+    v_threshold: Tensor,
+    linear_decay: Tensor,
+    v_subreset: Tensor,
+    conduct: Tensor,
+    t0: int,
+    channel_dim: int,
+    gate_mode: int,
+    surrogate_id: int,
+    sg_alpha: float,
+    detach_reset: bool,
+    store_u: bool,
+    impl: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return tuple(_fwd_impl(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay,
+                           v_subreset, conduct, t0, channel_dim, gate_mode, surrogate_id,
+                           sg_alpha, detach_reset, store_u, impl))  # fmt: skip
+
+
+@_glif_fwd_op.register_fake
+def _(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct, t0,
+      channel_dim, gate_mode, surrogate_id, sg_alpha, detach_reset, store_u, impl):  # fmt: skip
+    cdt = compute_dtype(x.dtype)
+    u_seq = x.new_empty(x.shape, dtype=cdt) if store_u else x.new_empty(0, dtype=cdt)
+    spike_seq = torch.empty_like(x, memory_format=torch.contiguous_format)
+    state = [x.new_empty(x.shape[1:], dtype=cdt) for _ in range(2)]
+    return spike_seq, *state, u_seq
+
+
+@torch.library.custom_op("sj_glif::glif_bwd", mutates_args=())
+def _glif_bwd_op(
+    grad_spike: Tensor | None,
+    grad_v_last: Tensor | None,
+    grad_s_last: Tensor | None,
+    grad_u_seq: Tensor | None,
+    x: Tensor,
+    v0: Tensor | None,
+    s0: Tensor | None,
+    u_seq: Tensor | None,
+    alpha: Tensor,
+    beta: Tensor,
+    gamma: Tensor,
+    tau: Tensor,
+    v_threshold: Tensor,
+    linear_decay: Tensor,
+    v_subreset: Tensor,
+    conduct: Tensor,
+    t0: int,
+    channel_dim: int,
+    gate_mode: int,
+    surrogate_id: int,
+    sg_alpha: float,
+    detach_reset: bool,
+    impl: str,
+) -> list[Tensor]:
+    return _bwd_impl(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq,
+                     alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct,
+                     t0, channel_dim, gate_mode, surrogate_id, sg_alpha, detach_reset,
+                     impl)  # fmt: skip
+
+
 @_glif_bwd_op.register_fake
 def _(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq, alpha, beta, gamma, tau,
       v_threshold, linear_decay, v_subreset, conduct, t0, channel_dim, gate_mode, surrogate_id,
@@ -271,31 +324,132 @@ def _(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq, alpha,
     return [dx, *step] + [torch.empty_like(p) for p in params]
 
 
+# --------------------------------------------------------------------------- autograd
+
+_GATE_NAMES = {0: "soft", 1: "hard", 2: "coarse"}  # kernel id -> reference gate_mode
+_N_FLAGS = 8  # t0, channel_dim, gate_mode, surrogate_id, sg_alpha, detach_reset, store_u, impl
+
+
+def _backward_core(saved, flags, grads, bwd):
+    """The 11 input gradients of the fused forward, from its saved tensors ``(x, v0, s0,
+    u_seq, *8 params)``, its flags and the 4 incoming gradients; ``bwd`` is the fused
+    backward (the op under ``torch.compile``, the plain function in eager mode)."""
+    x, v0, s0, u_seq, *params = saved
+    t0, cd, gate_mode, sid, sg_alpha, detach, store_u, impl = flags
+    grad_spike, grad_v_last, grad_s_last, grad_u_seq = grads
+    if not store_u:  # the membrane output is an empty placeholder: no gradient to it
+        grad_u_seq = None
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        # backward(create_graph=True): a backward that is itself differentiable
+        return _reference_backward(x, v0, s0, params, flags, grad_spike, grad_v_last,
+                                   grad_s_last, grad_u_seq)  # fmt: skip
+    if impl == "triton" and not store_u:
+        if not _triton_bwd_recomputes_u():
+            raise RuntimeError(
+                "sj_glif::glif_fwd ran the Triton kernels with store_u=False, which keeps no "
+                "membrane for backward; call glif_multi_step (it sets store_u when needed)"
+            )
+        u_seq = None
+    grads = bwd(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq, *params,
+                t0, cd, gate_mode, sid, sg_alpha, detach, impl)  # fmt: skip
+    if v0 is None or s0 is None:  # a zero state given as None has no gradient slot
+        grads = [
+            g if i not in (1, 2) or saved[i] is not None else None for i, g in enumerate(grads)
+        ]
+    return grads
+
+
+def _reference_backward(x, v0, s0, params, flags, *grads):
+    """Input gradients with a graph (for double backward): autograd through the
+    reference, recomputed from the saved inputs, with the fused surrogate's formula."""
+    t0, cd, gate_mode, sid, sg_alpha, detach = flags[:6]
+    inputs = [x, v0, s0, *params]
+    wrt = [i for i, t in enumerate(inputs) if t is not None and t.requires_grad]
+    result: list[Tensor | None] = [None] * len(inputs)
+    outs = [(o, g) for o, g in zip(range(4), grads, strict=True) if g is not None]
+    if not wrt or not outs:
+        return result
+    zero = x.new_zeros((), dtype=compute_dtype(x.dtype))
+    with torch.enable_grad():
+        spike_seq, v_seq, v_last, s_last = glif_reference(
+            x, zero if v0 is None else v0, zero if s0 is None else s0, *params,
+            surrogate_function=lambda z: _SurrogateSpike.apply(z, sid, sg_alpha),
+            t0=t0, channel_dim=cd, gate_mode=_GATE_NAMES[gate_mode], detach_reset=detach,
+        )  # fmt: skip
+    produced = (spike_seq, v_last, s_last, v_seq)
+    got = torch.autograd.grad(
+        [produced[o] for o, _ in outs],
+        [inputs[i] for i in wrt],
+        [g for _, g in outs],
+        create_graph=True,
+        allow_unused=True,
+    )
+    for i, g in zip(wrt, got, strict=True):
+        result[i] = g
+    return result
+
+
 def _setup_context(ctx, inputs, output):
-    (x, v0, s0, *params, t0, channel_dim, gate_mode, sid, sg_alpha, detach, store_u, impl) = inputs
+    x, v0, s0, *params = inputs[:-_N_FLAGS]
     ctx.save_for_backward(x, v0, s0, output[3], *params)
-    ctx.flags = (t0, channel_dim, gate_mode, sid, sg_alpha, detach, impl)
-    ctx.stored_u = store_u
+    ctx.flags = tuple(inputs[-_N_FLAGS:])
     ctx.set_materialize_grads(False)
 
 
-def _backward(ctx, grad_spike, grad_v_last, grad_s_last, grad_u_seq):
-    x, v0, s0, u_seq, *params = ctx.saved_tensors
-    if not ctx.stored_u and ctx.flags[-1] == "triton":
-        raise RuntimeError(
-            "sj_glif::glif_fwd ran the Triton kernels with store_u=False, which keeps no "
-            "membrane for backward; call glif_multi_step (it sets store_u when needed)"
-        )
-    if grad_spike is None:
-        grad_spike = torch.zeros_like(x)
-    if not ctx.stored_u:  # the membrane output is an empty placeholder: no gradient to it
-        grad_u_seq = None
-    grads = _glif_bwd_op(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq,
-                         *params, *ctx.flags)  # fmt: skip
-    return (*grads, None, None, None, None, None, None, None, None)
+def _op_backward(ctx, grad_spike, grad_v_last, grad_s_last, grad_u_seq):
+    incoming = (grad_spike, grad_v_last, grad_s_last, grad_u_seq)
+    grads = _backward_core(ctx.saved_tensors, ctx.flags, incoming, _glif_bwd_op)
+    return (*grads, *(None,) * _N_FLAGS)
 
 
-_glif_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+_glif_fwd_op.register_autograd(_op_backward, setup_context=_setup_context)
+
+
+class _GLIFFunction(torch.autograd.Function):
+    """The eager-mode twin of ``sj_glif::glif_fwd`` with its autograd: the same
+    implementations without the custom-op boundary, which costs more host time than
+    the rest of a step (``bench/host_overhead.py``). ``torch.compile`` uses the op."""
+
+    @staticmethod
+    def forward(ctx, x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,
+                conduct, *flags):  # fmt: skip
+        args = (x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
+        out = _fwd_impl(*args, *flags)
+        _setup_context(ctx, (*args, *flags), out)
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx, grad_spike, grad_v_last, grad_s_last, grad_u_seq):
+        incoming = (grad_spike, grad_v_last, grad_s_last, grad_u_seq)
+        grads = _backward_core(ctx.saved_tensors, ctx.flags, incoming, _bwd_impl)
+        return (*grads, *(None,) * _N_FLAGS)
+
+
+class _SurrogateSpike(torch.autograd.Function):
+    """``H(z)`` with a fused surrogate's derivative, for every autograd mode: backward
+    (itself differentiable), forward mode (``jvp``) and ``torch.func`` transforms."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(z: Tensor, sid: int, alpha: float) -> Tensor:
+        return (z >= 0).to(z.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        z, ctx.sid, ctx.alpha = inputs
+        ctx.save_for_backward(z)
+        ctx.save_for_forward(z)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (z,) = ctx.saved_tensors
+        return grad * surrogate_grad(z, ctx.sid, ctx.alpha), None, None
+
+    @staticmethod
+    def jvp(ctx, z_t, *_):
+        (z,) = ctx.saved_tensors
+        return z_t * surrogate_grad(z, ctx.sid, ctx.alpha)
 
 
 # --------------------------------------------------------------------------- public entry
@@ -316,6 +470,42 @@ def _warn_unfused(fn: object) -> None:
     )
 
 
+def _got(value: object) -> str:
+    """``type (value)`` for an error message, the value shortened."""
+    text = repr(value)
+    return f"{type(value).__name__} ({text if len(text) <= 40 else text[:37] + '...'})"
+
+
+def _as_int(value: object, name: str) -> int:
+    """A Python or NumPy integer (not a bool) as an int, else a TypeError naming ``name``."""
+    if type(value) is int:
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    raise TypeError(f"{name} must be an int, got {_got(value)}")
+
+
+def _as_bool(value: object, name: str) -> bool:
+    if type(value) is bool:
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool (True or False), got {_got(value)}")
+
+
+def _check_surrogate(fn: object) -> None:
+    if isinstance(fn, type):
+        raise TypeError(
+            f"surrogate_function must be a surrogate instance, e.g. {fn.__name__}(), "
+            f"got the class {fn.__name__} itself"
+        )
+    if not callable(fn):
+        raise TypeError(
+            f"surrogate_function must be a SpikingJelly surrogate instance such as "
+            f"surrogate.Sigmoid(), got {_got(fn)}"
+        )
+
+
 def check_inputs(
     x_seq: Tensor,
     params: dict[str, Tensor | None],
@@ -326,12 +516,16 @@ def check_inputs(
     """Validate a multi-step call; return ``channel_dim`` normalised to a non-negative
     index of one step's shape. Raises TypeError/ValueError saying what was expected."""
     if not isinstance(x_seq, Tensor):
-        raise TypeError(f"x_seq must be a torch.Tensor, got {type(x_seq).__name__}")
+        raise TypeError(f"x_seq must be a torch.Tensor, got {_got(x_seq)}")
     if x_seq.dtype not in _FLOAT_DTYPES:
         raise TypeError(
             f"GLIF input must be a floating tensor (float16, bfloat16, float32, float64), "
             f"got {x_seq.dtype}"
         )
+    channel_dim = _as_int(channel_dim, "channel_dim")
+    t0 = _as_int(t0, "t0")
+    if type(gate_mode) is not str:
+        raise TypeError(f"gate_mode must be a str, one of {GATE_MODES}, got {_got(gate_mode)}")
     if gate_mode not in GATE_MODES:
         raise ValueError(f"gate_mode must be one of {GATE_MODES}, got {gate_mode!r}")
     if x_seq.dim() < 2:
@@ -348,34 +542,41 @@ def check_inputs(
             f"{tuple(x_seq.shape[1:])} (expected {-step_nd} <= channel_dim < {step_nd})"
         )
     cd = channel_dim % step_nd
-    tau = params["tau"]
-    layerwise = tau.dim() == 0
-    C = 1 if layerwise else tau.shape[0]
+    device = x_seq.device
     for name, p in params.items():
         if p is None:
             if gate_mode != "coarse":
                 raise ValueError(f"parameter {name} is required for gate_mode={gate_mode!r}")
-            continue
-        if not isinstance(p, Tensor) or not p.is_floating_point():
-            raise TypeError(f"parameter {name} must be a floating torch.Tensor, got {p!r}")
-        if p.device != x_seq.device:
+        elif not isinstance(p, Tensor):
+            raise TypeError(
+                f"parameter {name} must be a floating torch.Tensor ([C] or [], conduct "
+                f"[T_rows, C] or [T_rows]), got {_got(p)}"
+            )
+        elif not p.is_floating_point():
+            raise TypeError(f"parameter {name} must be a floating torch.Tensor, got {p.dtype}")
+        elif p.device != device:
             raise ValueError(
-                f"parameter {name} is on {p.device} but the input is on {x_seq.device}; "
+                f"parameter {name} is on {p.device} but the input is on {device}; "
                 "move the module (or the input) so both are on one device"
             )
-        want = () if layerwise else (C,)
+    tau = params["tau"]
+    layerwise = tau.dim() == 0
+    want = () if layerwise else tau.shape
+    for name, p in params.items():
+        if p is None:
+            continue
         if name == "conduct":
-            if p.dim() != len(want) + 1 or tuple(p.shape[1:]) != want:
-                expected = "[T_rows]" if layerwise else f"[T_rows, {C}]"
+            if p.dim() != len(want) + 1 or p.shape[1:] != want:
+                expected = "[T_rows]" if layerwise else f"[T_rows, {want[0]}]"
                 raise ValueError(f"conduct must have shape {expected}, got {list(p.shape)}")
-        elif tuple(p.shape) != want:
+        elif p.shape != want:
             raise ValueError(
                 f"parameter {name} must have shape {list(want)} like tau, got {list(p.shape)}"
             )
-    if not layerwise and x_seq.shape[1 + cd] != C:
+    if not layerwise and x_seq.shape[1 + cd] != want[0]:
         raise ValueError(
-            f"expected {C} channels at channel_dim={channel_dim} of the step shape, got input "
-            f"of shape {tuple(x_seq.shape)} ({x_seq.shape[1 + cd]} there)"
+            f"expected {want[0]} channels at channel_dim={channel_dim} of the step shape, got "
+            f"input of shape {tuple(x_seq.shape)} ({x_seq.shape[1 + cd]} there)"
         )
     rows = params["conduct"].shape[0]
     T = x_seq.shape[0]
@@ -385,6 +586,18 @@ def check_inputs(
             f"(T={rows}); call reset() between sequences or build the neuron with a larger T"
         )
     return cd
+
+
+def _autograd_mode(tensors: tuple[Tensor | None, ...]) -> str | None:
+    """``"forward"`` when forward-mode AD is live (a dual input, ``torch.func.jvp``,
+    ``jacfwd``), ``"functorch"`` under another ``torch.func`` transform, else None."""
+    if fwAD._current_level >= 0 and any(
+        t is not None and fwAD.unpack_dual(t).tangent is not None for t in tensors
+    ):
+        return "forward"
+    if torch._C._are_functorch_transforms_active():
+        return "forward" if fwAD._current_level >= 0 else "functorch"
+    return None
 
 
 def glif_multi_step(
@@ -412,24 +625,51 @@ def glif_multi_step(
 
     Args:
         x_seq: input current ``[T, *step_shape]``; float16/bfloat16/float32/float64.
-        v0: initial membrane, ``step_shape`` tensor or a float (default 0.0).
-        s0: previous spike before step 0, ``step_shape`` tensor or a float (default 0.0).
+        v0: initial membrane, ``step_shape`` tensor (a ``[]`` one is broadcast) or a
+            number (default 0.0; zero costs no tensor).
+        s0: previous spike before step 0, like ``v0`` (default 0.0).
         alpha, beta, gamma: raw gates ``[C]`` (channel-wise) or ``[]`` (layer-wise);
             ignored (may be None) for ``gate_mode="coarse"``.
         tau, v_threshold, linear_decay, v_subreset: raw membrane parameters, same shape.
         conduct: raw conductance ``[T_rows, C]`` or ``[T_rows]``; step ``t`` uses row ``t0+t``.
-        t0: first row of ``conduct`` to use (default 0); ``t0 + T`` must not exceed ``T_rows``.
+        t0: first row of ``conduct`` to use (default 0; an int, NumPy integers too);
+            ``t0 + T`` must not exceed ``T_rows``.
         channel_dim: channel axis of one step's tensor (default 1: ``[B, C, ...]``; -1 for
-            ``[B, N, C]``).
+            ``[B, N, C]``); an int.
         gate_mode: ``"soft"`` (default), ``"hard"``, ``"static_soft"``, ``"static_hard"``, or
             ``"coarse"`` (GLIF_f).
-        surrogate_function: a SpikingJelly surrogate (default ``surrogate.Sigmoid()``).
+        surrogate_function: a SpikingJelly surrogate instance (default ``surrogate.Sigmoid()``).
         detach_reset: detach the previous spike in both reset terms (default False).
         store_v_seq: also return the membrane sequence (default False).
         backend: ``"auto"`` (default), ``"triton"`` or ``"torch"``; see :func:`implementation_for`.
 
     Returns:
         :class:`GLIFOutput` ``(spike_seq, v_last, s_last, v_seq)``.
+
+    Raises:
+        TypeError / ValueError: an argument of the wrong type, shape, device or value; the
+            message names it, what was expected and what came.
+        NotImplementedError: forward-mode AD with a surrogate that is not fused (see below).
+
+    Autograd modes. A first-order backward (``loss.backward()``, ``torch.autograd.grad``)
+    runs the fused backward. Every other mode gives the derivatives of the reference
+    (:func:`sj_glif.reference.glif_reference` under plain autograd, the spec), with the
+    surrogate's derivative in place of ``dH/dz``; these paths run the reference and keep
+    an autograd graph per step, so they are slower:
+
+    - double backward (``torch.autograd.grad(..., create_graph=True)``, then a backward
+      through that gradient, e.g. a gradient penalty): supported for every surrogate.
+      The backward, asked for a graph, recomputes the sequence through the reference.
+      Piecewise-constant surrogates (Rect, PiecewiseQuadratic) have a zero derivative
+      almost everywhere, so their second-order terms through the spike are zero, as in
+      the reference.
+    - ``torch.func`` reverse transforms (``grad``, ``vjp``, ``jacrev``, ``vmap``): supported
+      for every surrogate; under a transform the call runs the reference.
+    - forward mode (``torch.func.jvp``, ``jacfwd``, ``hessian``, ``torch.autograd.forward_ad``
+      dual tensors): supported for the eight fused surrogates; the tangent of a spike is
+      ``sg(u - theta)`` times that of ``u - theta``, the Jacobian the backward uses, so
+      ``jacfwd`` equals ``jacrev``. Any other surrogate raises NotImplementedError at the
+      call: SpikingJelly's surrogates define no forward-mode derivative.
 
     Example::
 
@@ -441,11 +681,18 @@ def glif_multi_step(
         torch.Size([3, 2, 4])
     """
     if surrogate_function is None:
-        surrogate_function = sj_surrogate.Sigmoid()
+        fused: tuple[int, float] | None = _DEFAULT_SURROGATE
+    else:
+        _check_surrogate(surrogate_function)
+        fused = fused_surrogate(surrogate_function)
+    detach_reset = _as_bool(detach_reset, "detach_reset")
+    store_v_seq = _as_bool(store_v_seq, "store_v_seq")
     params = dict(alpha=alpha, beta=beta, gamma=gamma, tau=tau, v_threshold=v_threshold,
                   linear_decay=linear_decay, v_subreset=v_subreset, conduct=conduct)  # fmt: skip
     cd = check_inputs(x_seq, params, channel_dim, t0, gate_mode)
-    impl, _ = implementation_for(x_seq.device, backend, surrogate_function)
+    t0 = _as_int(t0, "t0")
+    # a fused surrogate decides nothing in implementation_for: pass None (no module needed)
+    impl, _ = implementation_for(x_seq.device, backend, None if fused else surrogate_function)
     cdt = compute_dtype(x_seq.dtype)
     step_shape = x_seq.shape[1:]
     v0 = _state(v0, step_shape, cdt, x_seq.device, "v0")
@@ -453,39 +700,76 @@ def glif_multi_step(
     if gate_mode.startswith("static"):
         params.update(alpha=alpha.detach(), beta=beta.detach(), gamma=gamma.detach())
 
-    if impl == "reference":
-        _warn_unfused(surrogate_function)
+    mode = (
+        None if torch.compiler.is_compiling() else _autograd_mode((x_seq, v0, s0, *params.values()))
+    )
+    if impl == "reference" or mode is not None:
+        if mode == "forward":
+            if fused is None:
+                raise NotImplementedError(
+                    f"sj_glif: forward-mode AD (torch.func.jvp, jacfwd, dual tensors) needs one "
+                    f"of the fused surrogates; {type(surrogate_function).__name__} defines no "
+                    "forward-mode derivative. Use reverse mode (backward, torch.func.grad, "
+                    "jacrev) or a fused surrogate such as surrogate.Sigmoid()"
+                )
+            spike_fn = functools.partial(_surrogate_spike, sid=fused[0], alpha=fused[1])
+        elif fused is not None and impl != "reference":
+            spike_fn = functools.partial(_surrogate_spike, sid=fused[0], alpha=fused[1])
+        else:
+            _warn_unfused(surrogate_function)
+            spike_fn = surrogate_function
+        zero = x_seq.new_zeros((), dtype=cdt)
         spike_seq, v_seq, v_last, s_last = glif_reference(
-            x_seq, v0, s0, **params, surrogate_function=surrogate_function, t0=t0,
-            channel_dim=cd, gate_mode=gate_mode, detach_reset=detach_reset,
+            x_seq, zero if v0 is None else v0, zero if s0 is None else s0, **params,
+            surrogate_function=spike_fn, t0=t0, channel_dim=cd, gate_mode=gate_mode,
+            detach_reset=detach_reset,
         )  # fmt: skip
         return GLIFOutput(spike_seq, v_last, s_last, v_seq if store_v_seq else None)
 
-    if gate_mode == "coarse":
-        placeholder = tau.detach().new_zeros(tau.shape)
+    if gate_mode == "coarse":  # the gates are never read: any tensor of the right shape
+        placeholder = params["tau"].detach()
         params.update(alpha=placeholder, beta=placeholder, gamma=placeholder)
-    sid, sg_alpha = fused_surrogate(surrogate_function)
+    sid, sg_alpha = fused
     needs_grad = torch.is_grad_enabled() and (
         x_seq.requires_grad
-        or v0.requires_grad
-        or s0.requires_grad
+        or (v0 is not None and v0.requires_grad)
+        or (s0 is not None and s0.requires_grad)
         or any(p.requires_grad for p in params.values())
     )
-    # the Triton backward reads the saved membrane stream; the torch backward recomputes
-    # it from the input, so training keeps only x (and the initial state) alive
-    store_u = bool(store_v_seq or (needs_grad and impl == "triton"))
-    spike_seq, v_last, s_last, u_seq = _glif_fwd_op(
-        x_seq, v0, s0, *params.values(), t0, cd, _GATE_IDS[gate_mode], sid, sg_alpha,
-        detach_reset, store_u, impl,
-    )  # fmt: skip
+    # the Triton backward reads the saved membrane stream (unless it recomputes it); the
+    # torch backward recomputes it from the input, so training keeps only x (and the
+    # initial state) alive
+    store_u = store_v_seq or (needs_grad and impl == "triton" and not _triton_bwd_recomputes_u())
+    if impl == "triton" and not _launcher_takes_none():  # once here, not again in backward
+        v0, s0 = _zeros_if_none(v0, step_shape, x_seq), _zeros_if_none(s0, step_shape, x_seq)
+    args = (x_seq, v0, s0, *params.values(), t0, cd, _GATE_IDS[gate_mode], sid, sg_alpha,
+            detach_reset, store_u, impl)  # fmt: skip
+    if torch.compiler.is_compiling():  # the op: torch.compile sees GLIF as one node
+        spike_seq, v_last, s_last, u_seq = _glif_fwd_op(*args)
+    elif needs_grad:
+        spike_seq, v_last, s_last, u_seq = _GLIFFunction.apply(*args)
+    else:
+        spike_seq, v_last, s_last, u_seq = _fwd_impl(*args)
     return GLIFOutput(spike_seq, v_last, s_last, u_seq if store_v_seq else None)
 
 
-def _state(value: Tensor | float, shape: torch.Size, cdt: torch.dtype, device, name: str) -> Tensor:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+_DEFAULT_SURROGATE = (0, 4.0)  # surrogate.Sigmoid(): id 0, alpha 4
+
+
+def _surrogate_spike(z: Tensor, sid: int, alpha: float) -> Tensor:
+    return _SurrogateSpike.apply(z, sid, alpha)
+
+
+def _state(value: object, shape: torch.Size, cdt: torch.dtype, device, name: str) -> Tensor | None:
+    """An initial state as a ``shape`` tensor in ``cdt``, or None for a zero number."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    ):
+        if value == 0:
+            return None
         return torch.full(shape, float(value), dtype=cdt, device=device)
     if not isinstance(value, Tensor):
-        raise TypeError(f"{name} must be a tensor or a float, got {type(value).__name__}")
+        raise TypeError(f"{name} must be a tensor or a float, got {_got(value)}")
     if value.device != device:
         raise ValueError(f"{name} is on {value.device} but the input is on {device}")
     if value.shape != shape:

@@ -75,6 +75,9 @@ def _channel_sum(t: Tensor, cd: int, layerwise: bool) -> Tensor:
 
 def torch_fwd(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,
                conduct, t0, channel_dim, gate_mode, store_u, spikes=True):  # fmt: skip
+    """``(spike_seq, v_last, s_last, u_seq)``; ``v0``/``s0`` None are a zero state (its
+    terms are skipped at step 0, no zero tensor is made); ``u_seq`` is empty without
+    ``store_u``, and ``spike_seq`` None without ``spikes`` (the backward's recompute)."""
     # Per step, in place into preallocated step buffers: on the CPU a fresh step-sized
     # tensor per op costs more than the arithmetic (allocator page faults).
     # u = D (1 - Gh s) v - R s + K_t x_t - L
@@ -86,17 +89,29 @@ def torch_fwd(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_s
     )
     spike_seq = torch.empty_like(x, memory_format=torch.contiguous_format) if spikes else None
     u_seq = torch.empty(x.shape, dtype=cdt, device=x.device) if store_u else None
-    v = v0.to(cdt)
-    s = s0.to(cdt, memory_format=torch.contiguous_format, copy=True)  # v_last contiguous
+    v = None if v0 is None else v0.to(cdt)
+    if s0 is None:
+        s = torch.empty(x.shape[1:], dtype=cdt, device=x.device)  # written at step 0
+    else:
+        s = s0.to(cdt, memory_format=torch.contiguous_format, copy=True)  # v_last contiguous
     decay = torch.empty_like(s)
     neg_l = -L
     pair = None if store_u else (torch.empty_like(s), torch.empty_like(s))
     for t in range(T):
         u = u_seq[t] if store_u else pair[t % 2]
-        torch.addcmul(D, GhD, s, value=-1, out=decay)  # D (1 - Gh s): finite for v = +-inf
-        torch.addcmul(neg_l, decay, v, out=u)
-        u.addcmul_(R, s, value=-1)
-        u.addcmul_(channel_view(c["K"][t], nd, channel_dim), x[t].to(cdt))
+        k_x = (channel_view(c["K"][t], nd, channel_dim), x[t].to(cdt))
+        if t == 0 and v0 is None:  # zero membrane: no decay term
+            torch.addcmul(neg_l, *k_x, out=u)
+            if s0 is not None:
+                u.addcmul_(R, s, value=-1)
+        elif t == 0 and s0 is None:  # zero previous spike: no reset terms
+            torch.addcmul(neg_l, D, v, out=u)
+            u.addcmul_(*k_x)
+        else:
+            torch.addcmul(D, GhD, s, value=-1, out=decay)  # D (1 - Gh s): finite for v = +-inf
+            torch.addcmul(neg_l, decay, v, out=u)
+            u.addcmul_(R, s, value=-1)
+            u.addcmul_(*k_x)
         torch.ge(u, theta, out=s)  # a float out: far cheaper on the CPU than a bool round trip
         if spikes:
             spike_seq[t].copy_(s)
@@ -120,8 +135,11 @@ def _surrogate_grad_(u: Tensor, theta: Tensor, sid: int, alpha: float, a: Tensor
 def torch_bwd(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq, alpha, beta,
                gamma, tau, v_threshold, linear_decay, v_subreset, conduct, t0, channel_dim,
                gate_mode, surrogate_id, sg_alpha, detach_reset):  # fmt: skip
+    """The 11 input gradients (see :mod:`sj_glif.ops`); ``v0``/``s0`` None are a zero
+    state, ``grad_spike`` (like the other incoming gradients) None is zero, ``u_seq``
+    None or empty is recomputed from ``x``."""
     T, nd, cdt = x.shape[0], x.dim() - 1, compute_dtype(x.dtype)
-    if u_seq.numel() == 0:  # the torch path keeps no membrane stream: recompute it
+    if u_seq is None or u_seq.numel() == 0:  # the torch path keeps no membrane: recompute it
         params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
         u_seq = torch_fwd(x, v0, s0, *params, t0, channel_dim, gate_mode, True, False)[3]
     layerwise = tau.dim() == 0
@@ -153,10 +171,16 @@ def torch_bwd(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq
             u_prev = u_seq[t - 1]
             torch.ge(u_prev, theta, out=s_prev)
         else:
-            u_prev = v0.to(cdt)
-            s_prev.copy_(s0)
+            u_prev = buf() if v0 is None else v0.to(cdt)
+            if s0 is None:
+                s_prev.zero_()
+            else:
+                s_prev.copy_(s0)
         g, scale = _surrogate_grad_(u_seq[t], theta, surrogate_id, sg_alpha, sg, tmp)
-        torch.sub(grad_spike[t], gs_neg, out=ds).mul_(g)  # sg * ds / scale
+        if grad_spike is None:
+            torch.mul(gs_neg, g, out=ds).neg_()
+        else:
+            torch.sub(grad_spike[t], gs_neg, out=ds).mul_(g)  # sg * ds / scale
         sums_th.append(csum(ds) * scale)
         du.add_(ds, alpha=scale)  # du = gv + sg * ds
         if grad_u_seq is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from spikingjelly.activation_based import surrogate
@@ -551,6 +552,34 @@ def test_chunked_calls_equal_one_call(gate_mode, detach_reset):
 # --------------------------------------------------------------------------- store_v_seq
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("store_v_seq", [False, True])
+def test_zero_state_number_equals_zero_tensors(backend, store_v_seq):
+    """A zero initial state given as a number is no tensor inside (the fused paths skip
+    its terms at step 0); results and gradients equal those from zero tensors, with the
+    Triton kernels under the interpreter too. Only the initial spike is nonzero in the
+    second pair, to cover one state None and the other not."""
+    params = make_params(3, T, dtype=F32, seed=31)
+    x, _, _ = make_inputs((T, *STEP), dtype=F32, seed=32)
+    zero, ones = torch.zeros(STEP), torch.ones(STEP)
+    for numbers, tensors in (((0.0, 0.0), (zero, zero)), ((0.0, 1.0), (zero, ones)),
+                             ((0.5, 0.0), (0.5 * ones, zero))):  # fmt: skip
+        results = []
+        for v0, s0 in (numbers, tensors):
+            leaves, p = leaves_of(x, zero, zero, params)
+            out = glif_multi_step(leaves["x"], v0, s0, **p, store_v_seq=store_v_seq,
+                                  backend=backend)  # fmt: skip
+            del leaves["v0"], leaves["s0"]
+            outs = [o for o in out if o is not None]
+            results.append((outs, loss_and_grads(outs, leaves)))
+        (outs_a, grads_a), (outs_b, grads_b) = results
+        assert torch.equal(outs_a[0], outs_b[0]), numbers
+        for a, b in zip(outs_a[1:], outs_b[1:], strict=True):
+            torch.testing.assert_close(a, b, **TOL[F32][0], msg=str(numbers))
+        for n in grads_b:
+            torch.testing.assert_close(grads_a[n], grads_b[n], **TOL[F32][1], msg=f"{numbers} {n}")
+
+
 def test_store_v_seq_false_returns_none_and_same_results():
     """Without the stored stream the torch backward recomputes it: same gradients."""
     params = make_params(3, T, seed=13)
@@ -574,16 +603,16 @@ def test_store_v_seq_false_returns_none_and_same_results():
 def test_membrane_stream_kept_only_when_needed(monkeypatch):
     """store_u (the op's membrane stream) is set for store_v_seq, or for a Triton
     backward under autograd; never under torch.no_grad, never for the torch path
-    (which recomputes). The op is spied on and run on the torch path, so no kernel
-    runs here."""
+    (which recomputes). The forward implementation (behind both the op and the eager
+    autograd.Function) is spied on and run on the torch path, so no kernel runs here."""
     seen = []
-    real = ops._glif_fwd_op
+    real = ops._fwd_impl
 
     def spy(*args):
         seen.append((args[17], args[18]))  # store_u, impl
         return real(*args[:18], "torch")
 
-    monkeypatch.setattr(ops, "_glif_fwd_op", spy)
+    monkeypatch.setattr(ops, "_fwd_impl", spy)
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # so backend="triton" is allowed on the CPU
     params = {n: p.requires_grad_() for n, p in make_params(3, T, seed=15).items()}
     x, _, _ = make_inputs((T, *STEP), seed=16)
@@ -753,6 +782,72 @@ def test_validation_errors(name):
         glif_multi_step(x, **params, **kw)
 
 
+# (argument, value, error, pattern): every argument of glif_multi_step with a wrong type
+WRONG_TYPE = [
+    ("x_seq", [[1.0]], TypeError, r"x_seq must be a torch.Tensor, got list"),
+    ("v0", "0", TypeError, r"v0 must be a tensor or a float, got str \('0'\)"),
+    ("s0", [0.0], TypeError, r"s0 must be a tensor or a float, got list"),
+    *(
+        (n, 0.0, TypeError, rf"parameter {n} must be a floating torch.Tensor .*got float \(0.0\)")
+        for n in PARAMS
+    ),
+    ("tau", torch.zeros(3, dtype=torch.int64), TypeError, r"tau must be a floating .*torch.int64"),
+    ("t0", 1.0, TypeError, r"t0 must be an int, got float \(1.0\)"),
+    ("t0", True, TypeError, r"t0 must be an int, got bool \(True\)"),
+    ("t0", "0", TypeError, r"t0 must be an int, got str"),
+    ("channel_dim", 1.0, TypeError, r"channel_dim must be an int, got float \(1.0\)"),
+    ("channel_dim", np.bool_(True), TypeError, r"channel_dim must be an int, got bool"),
+    ("gate_mode", 1, TypeError, r"gate_mode must be a str, one of \('soft'.*got int \(1\)"),
+    ("gate_mode", None, TypeError, r"gate_mode must be a str.*got NoneType"),
+    ("surrogate_function", surrogate.ATan, TypeError,
+     r"surrogate_function must be a surrogate instance, e.g. ATan\(\), got the class ATan"),
+    ("surrogate_function", "sigmoid", TypeError,
+     r"surrogate_function must be a SpikingJelly surrogate instance .*got str"),
+    ("detach_reset", 1, TypeError, r"detach_reset must be a bool \(True or False\), got int \(1\)"),
+    ("detach_reset", "yes", TypeError, r"detach_reset must be a bool"),
+    ("store_v_seq", None, TypeError, r"store_v_seq must be a bool .*got NoneType"),
+    ("backend", 1, ValueError, r"backend must be one of \('auto', 'triton', 'torch'\), got 1"),
+    ("backend", None, ValueError, r"backend must be one of .*got None"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("arg", "value", "exc", "pattern"),
+    WRONG_TYPE,
+    ids=[f"{a}={type(v).__name__}" for a, v, _, _ in WRONG_TYPE],
+)
+def test_wrongly_typed_argument_names_it_in_one_line(arg, value, exc, pattern):
+    """Issue 8.9: each argument of the wrong type gets a one-line TypeError/ValueError
+    naming it, what was expected and what came (not an AttributeError, a TypeError
+    about tuple indices or an op-schema dump)."""
+    x, params = _valid()
+    kw = {"x_seq": x, **params, arg: value}
+    with pytest.raises(exc, match=pattern) as info:
+        glif_multi_step(**kw)
+    assert "\n" not in str(info.value)
+
+
+def test_numpy_scalars_are_accepted_like_python_numbers():
+    """np.int64 for t0/channel_dim, np.bool_ for the flags and NumPy floats for the
+    initial state behave exactly like the Python values."""
+    x, params = _valid(T_=4)
+    x = x[:3]
+    want = glif_multi_step(x, 0.5, 0.0, **params, t0=1, channel_dim=-1, detach_reset=True)
+    got = glif_multi_step(
+        x,
+        np.float32(0.5),
+        np.float64(0.0),
+        **params,
+        t0=np.int64(1),
+        channel_dim=np.int32(-1),
+        detach_reset=np.bool_(True),
+        store_v_seq=np.bool_(False),
+    )
+    for a, b in zip(got[:3], want[:3], strict=True):
+        assert torch.equal(a, b)
+    assert got.v_seq is None
+
+
 # --------------------------------------------------------------------------- implementation_for
 
 
@@ -821,11 +916,14 @@ def test_implementation_for_unfused_surrogate_is_reference(monkeypatch):
 # --------------------------------------------------------------------------- torch.library
 
 
-@pytest.mark.parametrize("store_v_seq", [False, True])
-def test_torch_compile_fullgraph_matches_eager(store_v_seq):
+@pytest.mark.parametrize(
+    ("store_v_seq", "backend"), [(False, "torch"), (True, "torch"), (False, "triton")]
+)
+def test_torch_compile_fullgraph_matches_eager(store_v_seq, backend):
     """Small cases (compiling is slow on a 2-core CPU): no graph break, and the
     compiled forward and backward equal eager, with the membrane stream returned or
-    not (then the torch backward recomputes it)."""
+    not (then the torch backward recomputes it). The Triton path (kernels under the
+    interpreter here) checks that its dispatch, launcher-API probes included, traces."""
     params = make_params(3, T, dtype=F32, seed=19)
     x, v0, s0 = make_inputs((T, 2, 3), dtype=F32, seed=20)
 
@@ -838,7 +936,7 @@ def test_torch_compile_fullgraph_matches_eager(store_v_seq):
             surrogate_function=surrogate.Sigmoid(),
             channel_dim=-1,
             store_v_seq=store_v_seq,
-            backend="torch",
+            backend=backend,
         )
         return out.spike_seq, out.v_seq, out.v_last, out.s_last
 
