@@ -15,6 +15,7 @@ import torch
 from spikingjelly.activation_based import surrogate
 from torch.autograd import forward_ad as fwAD
 
+from sj_glif import ops
 from sj_glif.ops import glif_multi_step
 from sj_glif.reference import glif_reference
 
@@ -241,8 +242,9 @@ def test_forward_mode_jvp_and_dual_tensors_match_reverse_jacobian(sg_name, gate_
     torch.testing.assert_close(jac_fwd, jac_rev, **TOL)
 
 
-def test_forward_mode_with_an_unfused_surrogate_raises_at_the_call():
+def test_forward_mode_with_an_unfused_surrogate_raises_at_the_call(monkeypatch):
     sg = surrogate.PiecewiseLeakyReLU()  # not fused: SpikingJelly defines no jvp for it
+    monkeypatch.setattr(ops, "_warned_surrogates", set())  # the warning comes once a class
     params, x, v0, s0 = _case(6)
     with pytest.warns(UserWarning, match="not one of the fused"):  # the reverse mode works
         grads = torch.func.grad(lambda x: _ours(x, v0, s0, params, sg)[1].sum())(x)
