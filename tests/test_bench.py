@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
@@ -227,3 +229,20 @@ def test_kernel_time_by_cuda_graph_replay():
         assert r.kernel_ms is not None and r.kernel_ms > 0 and r.kernel_frac_of_copy > 0
     fwd, bwd, both = (r.kernel_ms for r in rows)
     assert both == pytest.approx(fwd + bwd)
+
+
+def test_cpu_training_step_writes_to_its_own_folder_by_default(tmp_path):
+    committed = ROOT / "bench" / "results" / "cpu_training_step.json"
+    before = committed.read_bytes()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = str(ROOT / "bench" / "cpu_training_step.py")
+    r = subprocess.run([sys.executable, script, "--reps", "1"], cwd=tmp_path,
+                       capture_output=True, text=True, env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    data = json.loads((tmp_path / "sj-glif-bench" / "cpu_training_step" / "cpu_training_step.json")
+                      .read_text())  # fmt: skip
+    assert data["reps"] == 1 and data["glif_torch"]["median_ms"] > 0
+    assert committed.read_bytes() == before
+    bad = subprocess.run([sys.executable, script, "--reps", "0"], cwd=tmp_path,
+                         capture_output=True, text=True, env=env)  # fmt: skip
+    assert bad.returncode == 2 and "positive integer" in bad.stderr
