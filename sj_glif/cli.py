@@ -124,8 +124,10 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="only the headline case: [8, 16, 64, 16, 16] on CPU (about 2 min), "
-        "[8, 32, 128, 32, 32] on CUDA (default: off)",
+        help="only the headline case: [8, 16, 64, 16, 16] on CPU (about 2 min on a quiet "
+        "2-core machine), [8, 32, 128, 32, 32] on CUDA (default: off, the full sweep: "
+        "[8, 16, 64, 16, 16], [8, 32, 128, 32, 32] and [32, 16, 64, 16, 16] on CPU, tens of "
+        "minutes; T 4, 8, 16 x three sizes on CUDA)",
     )
     p.add_argument(
         "--device",
