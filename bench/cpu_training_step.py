@@ -52,8 +52,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"cannot make --out {str(args.out)!r}: {err.strerror or err}")
     device = torch.device("cpu")
     env = bench.environment(device)
-    glif, peer = bench.measure_case(["glif_torch", "gated_lif"], ["fwdbwd"], SHAPE,
-                                    torch.float32, device, warmup=3, reps=args.reps)  # fmt: skip
+    glif, peer = bench.measure_case(
+        ["glif_torch", "gated_lif"],
+        ["fwdbwd"],
+        SHAPE,
+        torch.float32,
+        device,
+        warmup=3,
+        reps=args.reps,
+    )
     for r in (glif, peer):
         if r.median_ms is None:
             print(f"{r.label} did not run: {r.skipped}", file=sys.stderr)

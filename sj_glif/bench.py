@@ -456,8 +456,13 @@ def sweep(
     results: list[Result] = []
     copies: dict[int | None, float] = {}
     threads0 = torch.get_num_threads()
-    bar = tqdm(total=len(cases), desc="sj-glif bench", unit="case", disable=not progress,
-               file=progress_file)  # fmt: skip
+    bar = tqdm(
+        total=len(cases),
+        desc="sj-glif bench",
+        unit="case",
+        disable=not progress,
+        file=progress_file,
+    )
     try:
         for threads, d, shape in cases:
             if threads is not None:
@@ -473,8 +478,16 @@ def sweep(
                 )
             ]
             bar.set_postfix_str(f"{d} {'x'.join(map(str, shape))}")
-            case = measure_case(providers, plan.modes, shape, DTYPES[d], device,
-                                warmup=plan.warmup, reps=plan.reps, copy=copies[key])  # fmt: skip
+            case = measure_case(
+                providers,
+                plan.modes,
+                shape,
+                DTYPES[d],
+                device,
+                warmup=plan.warmup,
+                reps=plan.reps,
+                copy=copies[key],
+            )
             results.extend(case)
             if on_case is not None:
                 on_case(case)
@@ -499,6 +512,11 @@ def _shape_text(shape: Sequence[int]) -> str:
 
 def _ms(v: float) -> str:
     return f"{v:.3g}" if v < 10 else f"{v:.1f}"
+
+
+def _copy_size(env: dict) -> str:
+    mib = env.get("copy_bytes", COPY_BYTES) / 2**20
+    return f"{mib / 1024:g} GiB" if mib >= 1024 else f"{mib:g} MiB"
 
 
 def ratio_words(glif: str, t_glif: float, other: str, t_other: float) -> str:
@@ -529,8 +547,10 @@ def summary(results: list[Result], env: dict, device: torch.device) -> str:
         f"Headline: {MODE_LABELS[mode]} of a training step on a {_shape_text(head)} input; "
         "median ms, lower is better."
     )
-    blocks = sorted({(r.threads, r.dtype) for r in done if tuple(r.shape) == head},
-                    key=lambda k: (k[0], list(DTYPES).index(k[1])))  # fmt: skip
+    blocks = sorted(
+        {(r.threads, r.dtype) for r in done if tuple(r.shape) == head},
+        key=lambda k: (k[0], list(DTYPES).index(k[1])),
+    )
     first_calls: dict[str, float] = {}
     width = max(len(LABELS[p]) for p in PROVIDERS) + 2
     for threads, d in blocks:
@@ -548,22 +568,30 @@ def summary(results: list[Result], env: dict, device: torch.device) -> str:
                 continue
             line = f"  {r.label:<{width}}{_ms(r.median_ms):>8} ms"
             if best is not None and p != best:
-                line += "   " + ratio_words(LABELS[best], rows[best].median_ms, r.label,
-                                            r.median_ms)  # fmt: skip
+                line += "   " + ratio_words(
+                    LABELS[best], rows[best].median_ms, r.label, r.median_ms
+                )
             lines.append(line)
             if r.first_call_ms is not None and r.first_call_ms > 20 * r.median_ms:
                 first_calls[r.label] = max(first_calls.get(r.label, 0.0), r.first_call_ms)
         if best is not None and rows[best].frac_of_copy is not None:
             b = rows[best]
-            text = (f"  bandwidth: {b.label} moved {b.gbps:.3g} GB/s = {100 * b.frac_of_copy:.0f}%"
-                    f" of a 1 GiB copy ({b.copy_gbps:.3g} GB/s); higher is better")  # fmt: skip
+            text = (
+                f"  bandwidth: {b.label} moved {b.gbps:.3g} GB/s = {100 * b.frac_of_copy:.0f}%"
+                f" of a {_copy_size(env)} copy ({b.copy_gbps:.3g} GB/s); higher is better"
+            )
             if b.kernel_frac_of_copy is not None:
-                text += (f"; kernels alone (CUDA graph) {b.kernel_gbps:.3g} GB/s = "
-                         f"{100 * b.kernel_frac_of_copy:.0f}%")  # fmt: skip
+                text += (
+                    f"; kernels alone (CUDA graph) {b.kernel_gbps:.3g} GB/s = "
+                    f"{100 * b.kernel_frac_of_copy:.0f}%"
+                )
             lines.append(text)
     if first_calls:
-        lines += ["", "First call (build / compile; not in the medians): " + ", ".join(
-            f"{k} {v / 1e3:.1f} s" for k, v in first_calls.items())]  # fmt: skip
+        lines += [
+            "",
+            "First call (build / compile; not in the medians): "
+            + ", ".join(f"{k} {v / 1e3:.1f} s" for k, v in first_calls.items()),
+        ]
     skipped: dict[str, str] = {}
     for r in done:
         if r.skipped and r.provider not in skipped:
@@ -582,18 +610,18 @@ _COLUMNS = [
     ("shape", "input [T, B, C, H, W]"),
     ("ms", "median wall time of one call, ms; lower is better"),
     ("GB/s", "bytes the GLIF op must move (below) / median time; higher is better"),
-    ("% copy", "GB/s as % of one device copy of a 1 GiB buffer; higher is better"),
+    ("% copy", "GB/s as % of one device copy of a large buffer (above); higher is better"),
     (
         "kernel ms",
         "GLIF (Triton) only: GPU time by CUDA-graph replay, no host work; lower is better",
-    ),  # fmt: skip
+    ),
     ("kernel % copy", "the same as % of the copy; higher is better"),
     ("first call s", "first forward + backward on a fresh module (build, compile), seconds"),
     ("saved MiB", "memory autograd keeps for backward (unique storages); lower is better"),
     (
         "peak MiB",
         "CUDA: peak memory of one training step above what was allocated; lower is better",
-    ),  # fmt: skip
+    ),
 ]
 
 
@@ -616,6 +644,9 @@ def markdown(results: list[Result], env: dict, plan: Plan | None = None) -> str:
         if plan.compile_headline_only:
             lines[-1] += " GatedLIFNode + torch.compile runs on the headline case only."
     lines += [
+        "",
+        f"The copy: one device-to-device copy of a {_copy_size(env)} buffer, bytes read and "
+        "written, measured once per run (per thread count on the CPU).",
         "",
         "Bytes the GLIF op must move, per input element (`b` = bytes per input element): "
         "forward reads x and writes spikes (2b); backward reads the spike gradient and x and "
@@ -641,12 +672,17 @@ def markdown(results: list[Result], env: dict, plan: Plan | None = None) -> str:
 
     for r in results:
         shape = "x".join(map(str, r.shape))
-        cells = [r.label or LABELS.get(r.provider, r.provider),
-                 MODE_LABELS[r.mode].replace("forward + backward", "fwd+bwd"), r.dtype,
-                 str(r.threads), shape]  # fmt: skip
+        cells = [
+            r.label or LABELS.get(r.provider, r.provider),
+            MODE_LABELS[r.mode].replace("forward + backward", "fwd+bwd"),
+            r.dtype,
+            str(r.threads),
+            shape,
+        ]
         if r.median_ms is None:
-            lines.append("| " + " | ".join(cells) + f" | skipped: {r.skipped} |" +
-                         " |" * (len(_COLUMNS) - 6))  # fmt: skip
+            lines.append(
+                "| " + " | ".join(cells) + f" | skipped: {r.skipped} |" + " |" * (len(_COLUMNS) - 6)
+            )
             continue
         cells += [
             num(r.median_ms, ".3f"),
@@ -735,9 +771,11 @@ def plot_headline(results: list[Result], env: dict, device: torch.device, path: 
     dtypes = [d for d in DTYPES if any(r.dtype == d for r in done)]
     providers = [p for p in PROVIDERS if any(r.provider == p for r in done)]
     fig, axes = plt.subplots(
-        len(dtypes), len(modes), figsize=(4.6 * len(modes) + 1.6, 0.45 * len(providers) *
-                                          len(dtypes) + 1.6 * len(dtypes)), squeeze=False,
-    )  # fmt: skip
+        len(dtypes),
+        len(modes),
+        figsize=(4.6 * len(modes) + 1.6, 0.45 * len(providers) * len(dtypes) + 1.6 * len(dtypes)),
+        squeeze=False,
+    )
     for i, d in enumerate(dtypes):
         for j, m in enumerate(modes):
             ax = axes[i][j]
@@ -758,9 +796,12 @@ def plot_headline(results: list[Result], env: dict, device: torch.device, path: 
             ax.grid(axis="x", alpha=0.3)
     where = env.get("gpu") or env["processor"]
     tail = f", {threads} threads" if device.type == "cpu" else ""
-    fig.suptitle(f"sj-glif bench: {_shape_text(head)} on {device.type} ({where}{tail}), "
-                 f"{env['date']}\norange: GLIF (sj-glif); gray: SpikingJelly's neurons; "
-                 "median ms, lower is better", fontsize=11)  # fmt: skip
+    fig.suptitle(
+        f"sj-glif bench: {_shape_text(head)} on {device.type} ({where}{tail}), "
+        f"{env['date']}\norange: GLIF (sj-glif); gray: SpikingJelly's neurons; "
+        "median ms, lower is better",
+        fontsize=11,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -23,7 +23,7 @@ _CASES = {
     "quick-cuda": [(8, 32, 128, 32, 32)],
     "cuda": [
         (T, *s) for T in (4, 8, 16) for s in ((8, 64, 32, 32), (32, 128, 32, 32), (64, 256, 32, 32))
-    ],  # fmt: skip
+    ],
 }
 # (warm-up steps, timed reps) per kind of run
 _REPS = {"quick-cpu": (3, 15), "cpu": (3, 21), "quick-cuda": (10, 50), "cuda": (10, 100)}
@@ -250,6 +250,7 @@ def _bench(args: argparse.Namespace) -> int:
     device = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     plan = _plan(args, device)
     env = bench.environment(device)
+    env["copy_bytes"] = plan.copy_bytes
     try:
         writer = bench.ResultWriter(args.out, env)
     except OSError as err:
@@ -258,9 +259,12 @@ def _bench(args: argparse.Namespace) -> int:
         plan.threads = [t or torch.get_num_threads() for t in plan.threads]
     n = len(plan.cases())
     progress = not args.no_progress and importlib.util.find_spec("tqdm") is not None
-    print(f"sj-glif bench: {n} case(s) x {len(plan.providers)} provider(s) x "
-          f"{len(plan.modes)} mode(s) on {device}; results go to {args.out}/ as each case "
-          "completes", flush=True)  # fmt: skip
+    print(
+        f"sj-glif bench: {n} case(s) x {len(plan.providers)} provider(s) x "
+        f"{len(plan.modes)} mode(s) on {device}; results go to {args.out}/ as each case "
+        "completes",
+        flush=True,
+    )
     results: list[bench.Result] = []
 
     def on_case(case: list[bench.Result]) -> None:
@@ -277,8 +281,9 @@ def _bench(args: argparse.Namespace) -> int:
         with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(held):
             warnings.simplefilter("always")
             try:
-                bench.sweep(plan, device, on_case=on_case, progress=progress,
-                            progress_file=real_stderr)  # fmt: skip
+                bench.sweep(
+                    plan, device, on_case=on_case, progress=progress, progress_file=real_stderr
+                )
             except KeyboardInterrupt:
                 interrupted = True
             except Exception as err:  # a bug: keep what was measured, then raise it
@@ -296,8 +301,13 @@ def _bench(args: argparse.Namespace) -> int:
     print(text)
     plot = importlib.util.find_spec("matplotlib") is not None
     paths = writer.finish(results, text, device, plan, plot=plot)
-    print("full table: " + str(paths[1]) + "; data: " + ", ".join(str(p) for p in paths[2:])
-          + ("" if plot else " (no figure: matplotlib is not installed)"))  # fmt: skip
+    print(
+        "full table: "
+        + str(paths[1])
+        + "; data: "
+        + ", ".join(str(p) for p in paths[2:])
+        + ("" if plot else " (no figure: matplotlib is not installed)")
+    )
     if failure is not None:
         raise failure
     return 130 if interrupted else 0

@@ -60,9 +60,17 @@ def test_triton_stores_u_is_what_the_op_keeps_for_backward():
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         sj_glif.glif_multi_step(
-            x, alpha=raw, beta=raw, gamma=raw, tau=raw, v_threshold=raw, linear_decay=raw,
-            v_subreset=raw, conduct=torch.zeros(3, 3, requires_grad=True), backend="triton",
-        )  # fmt: skip
+            x,
+            alpha=raw,
+            beta=raw,
+            gamma=raw,
+            tau=raw,
+            v_threshold=raw,
+            linear_decay=raw,
+            v_subreset=raw,
+            conduct=torch.zeros(3, 3, requires_grad=True),
+            backend="triton",
+        )
     membrane = [t for t in kept if t.shape == x.shape and t is not x and t.dtype == torch.float32]
     assert bool(membrane) == bench.TRITON_STORES_U
 
@@ -86,8 +94,9 @@ def test_a_failing_provider_is_reported_not_raised(monkeypatch):
 def test_gradients_are_reset_outside_the_timed_region(monkeypatch):
     log: list = []
     monkeypatch.setattr(bench, "make_provider", lambda *a, **k: (_Probe(log), None))
-    rows = bench.measure_case(["glif_torch"], list(bench.MODES), SMALL, torch.float32, CPU,
-                              warmup=1, reps=3)  # fmt: skip
+    rows = bench.measure_case(
+        ["glif_torch"], list(bench.MODES), SMALL, torch.float32, CPU, warmup=1, reps=3
+    )
     assert all(r.median_ms is not None for r in rows)
     # every forward that starts a timed step (or the forward of a timed backward) sees
     # no gradient left from the step before: nothing accumulates across reps
@@ -102,8 +111,9 @@ def test_providers_are_interleaved_and_the_first_call_reported_apart(monkeypatch
         "gated_lif": lambda: _Probe(log, "b"),
     }
     monkeypatch.setattr(bench, "make_provider", lambda name, *a, **k: (probes[name](), None))
-    rows = bench.measure_case(["glif_torch", "gated_lif"], ["fwd"], SMALL, torch.float32, CPU,
-                              warmup=0, reps=3)  # fmt: skip
+    rows = bench.measure_case(
+        ["glif_torch", "gated_lif"], ["fwd"], SMALL, torch.float32, CPU, warmup=0, reps=3
+    )
     order = [name for name, _ in log[2:8]]  # the timed calls, after each one's first call
     assert order == ["a", "b"] * 3
     a = rows[0]
@@ -113,8 +123,16 @@ def test_providers_are_interleaved_and_the_first_call_reported_apart(monkeypatch
 def test_copy_bandwidth_is_measured_once_per_run(monkeypatch):
     sizes = []
     monkeypatch.setattr(bench, "copy_gbps", lambda device, nbytes, **k: sizes.append(nbytes) or 1.0)
-    plan = bench.Plan(["glif_torch"], ["fwd"], ["float32", "bfloat16"], [SMALL, (3, *SMALL[1:])],
-                      [None], warmup=0, reps=1, copy_bytes=2**20)  # fmt: skip
+    plan = bench.Plan(
+        ["glif_torch"],
+        ["fwd"],
+        ["float32", "bfloat16"],
+        [SMALL, (3, *SMALL[1:])],
+        [None],
+        warmup=0,
+        reps=1,
+        copy_bytes=2**20,
+    )
     results = bench.sweep(plan, CPU, progress=False)
     assert sizes == [2**20]
     assert len(results) == 4 and all(r.copy_gbps == 1.0 for r in results)
@@ -134,24 +152,30 @@ def test_compile_only_on_the_headline_case_when_asked(monkeypatch):
     monkeypatch.setattr(bench, "measure_case", fake_case)
     monkeypatch.setattr(bench, "copy_gbps", lambda *a, **k: 1.0)
     small, large = SMALL, (2, 4, 3, 4, 4)
-    plan = bench.Plan(["glif_torch", "gated_lif_compile"], ["fwd"], ["float32"], [small, large],
-                      [None], compile_headline_only=True)  # fmt: skip
+    plan = bench.Plan(
+        ["glif_torch", "gated_lif_compile"],
+        ["fwd"],
+        ["float32"],
+        [small, large],
+        [None],
+        compile_headline_only=True,
+    )
     bench.sweep(plan, CPU, progress=False)
     assert seen == {small: ["glif_torch"], large: ["glif_torch", "gated_lif_compile"]}
 
 
 def test_threads_sweep_sets_and_restores_torch_threads():
     before = torch.get_num_threads()
-    plan = bench.Plan(["glif_torch"], ["fwd"], ["float32"], [SMALL], [1, 2], warmup=0, reps=1,
-                      copy_bytes=2**20)  # fmt: skip
+    plan = bench.Plan(
+        ["glif_torch"], ["fwd"], ["float32"], [SMALL], [1, 2], warmup=0, reps=1, copy_bytes=2**20
+    )
     results = bench.sweep(plan, CPU, progress=False)
     assert [r.threads for r in results] == [1, 2]
     assert torch.get_num_threads() == before
 
 
 def test_glif_cpp_provider_runs_or_says_why():
-    (r,) = bench.measure_case(["glif_cpp"], ["fwdbwd"], SMALL, torch.float32, CPU, warmup=0,
-                              reps=1)  # fmt: skip
+    (r,) = bench.measure_case(["glif_cpp"], ["fwdbwd"], SMALL, torch.float32, CPU, warmup=0, reps=1)
     if "cpp" in ops.BACKENDS:
         assert r.skipped is None and r.median_ms > 0
     else:
@@ -164,8 +188,19 @@ def test_ratio_in_words():
 
 
 def _result(provider: str, ms: float | None, mode: str = "fwdbwd", **kw) -> bench.Result:
-    return bench.Result(provider, mode, "float32", 2, 8, [8, 16, 64, 16, 16], 16 * 64 * 256,
-                        label=bench.LABELS[provider], median_ms=ms, reps=5, **kw)  # fmt: skip
+    return bench.Result(
+        provider,
+        mode,
+        "float32",
+        2,
+        8,
+        [8, 16, 64, 16, 16],
+        16 * 64 * 256,
+        label=bench.LABELS[provider],
+        median_ms=ms,
+        reps=5,
+        **kw,
+    )
 
 
 def test_summary_reads_in_words():
@@ -205,8 +240,13 @@ def test_gpu_check_script_parses_and_runs_dry(tmp_path):
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     # the dry run: the same steps on the CPU, tests collected only, a tiny benchmark
     out, home = tmp_path / "out", tmp_path / "home"
-    env = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin", "PYTHON": sys.executable,
-           "OUT": str(out), "SJ_GLIF_GPU_CHECK_DRY": "1", "HOME": str(home)}  # fmt: skip
+    env = {
+        "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
+        "PYTHON": sys.executable,
+        "OUT": str(out),
+        "SJ_GLIF_GPU_CHECK_DRY": "1",
+        "HOME": str(home),
+    }
     r = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     files = {p.name for p in out.iterdir()}
@@ -222,8 +262,16 @@ def test_kernel_time_by_cuda_graph_replay():
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     dev = torch.device("cuda")
-    rows = bench.measure_case(["glif_triton"], list(bench.MODES), (4, 2, 8, 16, 16),
-                              torch.float32, dev, warmup=2, reps=5, copy=1000.0)  # fmt: skip
+    rows = bench.measure_case(
+        ["glif_triton"],
+        list(bench.MODES),
+        (4, 2, 8, 16, 16),
+        torch.float32,
+        dev,
+        warmup=2,
+        reps=5,
+        copy=1000.0,
+    )
     for r in rows:
         assert r.skipped is None and "kernel_error" not in r.extra, (r.skipped, r.extra)
         assert r.kernel_ms is not None and r.kernel_ms > 0 and r.kernel_frac_of_copy > 0
@@ -236,13 +284,24 @@ def test_cpu_training_step_writes_to_its_own_folder_by_default(tmp_path):
     before = committed.read_bytes()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     script = str(ROOT / "bench" / "cpu_training_step.py")
-    r = subprocess.run([sys.executable, script, "--reps", "1"], cwd=tmp_path,
-                       capture_output=True, text=True, env=env)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, script, "--reps", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    data = json.loads((tmp_path / "sj-glif-bench" / "cpu_training_step" / "cpu_training_step.json")
-                      .read_text())  # fmt: skip
+    data = json.loads(
+        (tmp_path / "sj-glif-bench" / "cpu_training_step" / "cpu_training_step.json").read_text()
+    )
     assert data["reps"] == 1 and data["glif_torch"]["median_ms"] > 0
     assert committed.read_bytes() == before
-    bad = subprocess.run([sys.executable, script, "--reps", "0"], cwd=tmp_path,
-                         capture_output=True, text=True, env=env)  # fmt: skip
+    bad = subprocess.run(
+        [sys.executable, script, "--reps", "0"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert bad.returncode == 2 and "positive integer" in bad.stderr

@@ -17,9 +17,26 @@ import sj_glif
 from sj_glif import bench, cli
 
 # a tiny, fast sweep: two providers on one small case
-TINY = ["--device", "cpu", "--providers", "glif_torch", "gated_lif", "--dtypes", "float32",
-        "--T", "2", "--sizes", "2x3x4x4", "--reps", "2", "--warmup", "0", "--copy-mib", "1",
-        "--no-progress"]  # fmt: skip
+TINY = [
+    "--device",
+    "cpu",
+    "--providers",
+    "glif_torch",
+    "gated_lif",
+    "--dtypes",
+    "float32",
+    "--T",
+    "2",
+    "--sizes",
+    "2x3x4x4",
+    "--reps",
+    "2",
+    "--warmup",
+    "0",
+    "--copy-mib",
+    "1",
+    "--no-progress",
+]
 
 
 def _run(argv: list[str]) -> int:
@@ -167,9 +184,12 @@ def test_bench_rejects_bad_arguments_before_any_work(tmp_path, capsys, monkeypat
 
 
 def test_bench_device_meta_is_one_line_and_status_2():
-    r = subprocess.run([sys.executable, "-m", "sj_glif.cli", "bench", "--device", "meta"],
-                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(
-                           Path(__file__).resolve().parents[1])})  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "sj_glif.cli", "bench", "--device", "meta"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "'meta'" in r.stderr
     assert r.stdout == ""
