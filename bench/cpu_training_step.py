@@ -1,15 +1,19 @@
 """One training step (forward + backward) of GLIFNode vs SpikingJelly's GatedLIFNode on CPU.
 
-Shape [T=8, B=16, C=64, 16, 16], float32. Reports the median time and the bytes autograd
-saves for backward, and writes bench/results/cpu_training_step.{json,md}.
+Shape [T=8, B=16, C=64, 16, 16], float32; the two neurons are timed interleaved in one
+process (sj_glif.bench.measure_case), gradients reset outside the timed region. Reports the
+median time and the bytes autograd saves for backward, and writes cpu_training_step.json
+and cpu_training_step.md to --out (default ./sj-glif-bench/cpu_training_step; the
+committed results are updated only when asked: --out bench/results).
 
-    python bench/cpu_training_step.py [--reps 21]
+    python bench/cpu_training_step.py [--reps 21] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -17,20 +21,50 @@ import torch
 from sj_glif import bench
 
 SHAPE = (8, 16, 64, 16, 16)
+DEFAULT_OUT = Path("sj-glif-bench") / "cpu_training_step"
 
 
-def main() -> None:
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=21)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    args = parser.parse_args()
+    parser.add_argument("--reps", type=_positive_int, default=21, help="timed steps (default 21)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"results folder (default ./{DEFAULT_OUT}; bench/results updates the committed ones)",
+    )
+    args = parser.parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {str(args.out)!r} is an existing file; expected a folder")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        parser.error(f"cannot make --out {str(args.out)!r}: {err.strerror or err}")
     device = torch.device("cpu")
     env = bench.environment(device)
-    rows = {
-        name: bench.measure(name, "fwdbwd", SHAPE, torch.float32, device, reps=args.reps)
-        for name in ("glif_torch", "gated_lif")
-    }
-    glif, peer = rows["glif_torch"], rows["gated_lif"]
+    glif, peer = bench.measure_case(
+        ["glif_torch", "gated_lif"],
+        ["fwdbwd"],
+        SHAPE,
+        torch.float32,
+        device,
+        warmup=3,
+        reps=args.reps,
+    )
+    for r in (glif, peer):
+        if r.median_ms is None:
+            print(f"{r.label} did not run: {r.skipped}", file=sys.stderr)
+            return 1
     speedup = peer.median_ms / glif.median_ms
     mem_ratio = glif.saved_bytes / peer.saved_bytes
     summary = {
@@ -44,17 +78,17 @@ def main() -> None:
         "saved_bytes_ratio": mem_ratio,
         "goal": "speedup >= 2, saved_bytes_ratio <= 1/3",
     }
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cpu_training_step.json").write_text(json.dumps(summary, indent=1))
     md = [
         "# One training step on CPU: GLIFNode (PyTorch path) vs SpikingJelly GatedLIFNode",
         "",
         f"Input `[T, B, C, H, W] = {list(SHAPE)}`, float32, forward + backward, median of "
-        f"{args.reps} after warm-up. {env['date']}; {env['processor']}, {env['cpu_threads']} "
+        f"{args.reps} after warm-up, the two interleaved in one process, gradients reset "
+        f"outside the timed region. {env['date']}; {env['processor']}, {env['cpu_threads']} "
         f"threads; torch {env['torch']}, spikingjelly {env['spikingjelly']}, "
         f"Python {env['python']}.",
         "",
-        "| neuron | median ms | saved for backward (MiB) |",
+        "| neuron | median ms (lower is better) | saved for backward (MiB) |",
         "|---|---:|---:|",
         f"| sj-glif GLIFNode (torch) | {glif.median_ms:.2f} | {glif.saved_bytes / 2**20:.1f} |",
         f"| SpikingJelly GatedLIFNode | {peer.median_ms:.2f} | {peer.saved_bytes / 2**20:.1f} |",
@@ -65,7 +99,9 @@ def main() -> None:
     ]
     (args.out / "cpu_training_step.md").write_text("\n".join(md))
     print("\n".join(md))
+    print(f"wrote {args.out / 'cpu_training_step.md'} and cpu_training_step.json")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
