@@ -329,7 +329,11 @@ def _glif_bwd_kernel(
         acc_th += sg_ds
 
         gv = du * coef_d * hr
-        if not DETACH_RESET:
+        if DETACH_RESET:
+            # s_{t-1} only reaches the loss through spike_seq: the carried gradient (from
+            # grad_s_last) is used up at this step and nothing flows back through the reset
+            gs = tl.zeros_like(gs)
+        else:
             gs = du * (-coef_g * coef_d * u_prev - coef_r)
         u = u_prev
 
