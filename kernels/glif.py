@@ -48,17 +48,19 @@ import triton
 import triton.language as tl
 
 # Tile configuration per (kernel, layout class, bytes per element of x): elements per thread
-# and warps. ESTIMATES, not measured (no GPU was available when they were chosen): 16-byte
-# global accesses where registers allow (four float32, eight 16-bit elements per thread in
-# the forward, whose loop holds little); the backward holds about ten tile-shaped values plus
-# its pointer tiles, so four elements per thread (two for float64) and four warps. The sm_90
-# static report (bench/results/static/) shows the registers each costs: no spills. "cf" is
-# channel-first (the contiguous memory axis is not the channel), "cl" channel-last.
+# and warps. ESTIMATES, not measured (no GPU was available when they were chosen): four
+# elements per thread (16-byte float32 accesses; two float64), also for 16-bit inputs: their
+# membranes are stored in float32, at most 16 bytes a store, and a wider 16-bit load would
+# need a layout change, with block barriers, inside the loop. The forward holds little across
+# its loop and takes eight warps; the backward about ten tile-shaped values plus its pointer
+# tiles, so four. The sm_90 static report (bench/results/static/) shows the registers each
+# costs, no spills, no barrier in the loop. "cf" is channel-first (the contiguous memory axis
+# is not the channel), "cl" channel-last.
 _CONFIG = {
-    ("fwd", "cf", 2): (8, 8),
+    ("fwd", "cf", 2): (4, 8),
     ("fwd", "cf", 4): (4, 8),
     ("fwd", "cf", 8): (2, 8),
-    ("fwd", "cl", 2): (8, 8),
+    ("fwd", "cl", 2): (4, 8),
     ("fwd", "cl", 4): (4, 8),
     ("fwd", "cl", 8): (2, 8),
     ("bwd", "cf", 2): (4, 4),
