@@ -21,13 +21,13 @@ gets the inner axis, ``[B, N, C]`` (channel-last) the channel axis, capped so th
 a tile spans at least ``_MIN_POSITIONS`` positions (which bounds the partial
 gradient buffers).
 
-Streaming backward. The backward tile is ``[NW, BLOCK_O, BLOCK_C, BLOCK_I]``: one
-``[BLOCK_O, BLOCK_C, BLOCK_I]`` sub-tile per warp (exactly one warp's worth of
-elements), the warps stacked along the outer or inner axis. The conduct gradient
+Streaming backward. The backward tile is NW warp sub-tiles (each exactly one warp's
+worth of elements) stacked along the outer or the inner axis. The conduct gradient
 of every step is reduced over a warp's own sub-tile only (register adds and warp
 shuffles, no block barrier) and written as a per-warp partial; every other
 parameter gradient is accumulated in registers and reduced across the block once,
-after the loop. ``bench/static_report.py`` checks the compiled sm_90 code for
+after the loop. ``bench/static_report.py`` checks the compiled sm_90 code (Triton 3.6 and
+3.8 both; their layout choices differ, so the sub-tiles are reshapes of one 3-D tile) for
 barriers inside the time loop, spills and vector widths.
 
 Strides. ``x``, ``grad_spike`` and ``grad_u_seq`` are read through their strides
@@ -138,7 +138,8 @@ def _gate(raw, GATE_MODE: tl.constexpr):
 def _tile_offsets(
     OUTER, C, INNER, N_CB, N_IB, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr
 ):
-    """The forward's tile: int64 index vectors along o, c, i, the 3-D mask."""
+    """This program's tile: int64 index vectors along o, c, i, the channel mask, the 3-D mask
+    and pid_p (the program's index among the position blocks)."""
     pid = tl.program_id(0).to(tl.int64)
     pid_c = pid % N_CB
     pid_p = pid // N_CB
@@ -149,7 +150,7 @@ def _tile_offsets(
     offs_i = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
     mask_c = offs_c < C
     mask = (offs_o < OUTER)[:, None, None] & mask_c[None, :, None] & (offs_i < INNER)[None, None, :]
-    return offs_o, offs_c, offs_i, mask_c, mask
+    return offs_o, offs_c, offs_i, mask_c, mask, pid_p
 
 
 @triton.jit
@@ -171,7 +172,7 @@ def _glif_fwd_kernel(
     GATE_MODE: tl.constexpr, STORE_U: tl.constexpr, HAS_V0: tl.constexpr, HAS_S0: tl.constexpr,
     CDT: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
 ):  # fmt: skip
-    offs_o, offs_c, offs_i, mask_c, mask = _tile_offsets(
+    offs_o, offs_c, offs_i, mask_c, mask, _pid_p = _tile_offsets(
         OUTER, C, INNER, N_CB, N_IB, BLOCK_O, BLOCK_C, BLOCK_I
     )
 
@@ -238,49 +239,26 @@ def _glif_fwd_kernel(
 
 
 @triton.jit
-def _warp_tile_offsets(
-    OUTER, C, INNER, N_CB, N_IB, NW: tl.constexpr, SPLIT_O: tl.constexpr,
+def _warp_sums(
+    t, NW: tl.constexpr, SPLIT_O: tl.constexpr,
     BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
 ):  # fmt: skip
-    """The backward's ``[NW, BLOCK_O, BLOCK_C, BLOCK_I]`` tile: one sub-tile per warp, the
-    NW sub-tiles stacked along o (``SPLIT_O``) or i. Returns the index tensors along o
-    (``[NW or 1, BLOCK_O]``), c (``[BLOCK_C]``) and i (``[NW or 1, BLOCK_I]``), the channel
-    mask, the 4-D mask and pid_p (this program's index among the position blocks)."""
-    pid = tl.program_id(0).to(tl.int64)
-    pid_c = pid % N_CB
-    pid_p = pid // N_CB
-    pid_o = pid_p // N_IB
-    pid_i = pid_p % N_IB
-    w = tl.arange(0, NW)[:, None]
+    """``[BLOCK_O, BLOCK_C, BLOCK_I] -> [NW, BLOCK_C]``: each warp's sub-tile summed over its
+    positions. Warp ``w`` owns the ``w``-th of NW equal slices along o (``SPLIT_O``) or i, so
+    the reshape moves no data and the sums need only the warp's own lanes (no barrier)."""
     if SPLIT_O:
-        offs_o = pid_o * (NW * BLOCK_O) + w * BLOCK_O + tl.arange(0, BLOCK_O)[None, :]
-        offs_i = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)[None, :]
+        t4 = tl.reshape(t, [NW, BLOCK_O // NW, BLOCK_C, BLOCK_I])
+        out = tl.sum(tl.sum(t4, axis=3), axis=1)
     else:
-        offs_o = pid_o * BLOCK_O + tl.arange(0, BLOCK_O)[None, :]
-        offs_i = pid_i * (NW * BLOCK_I) + w * BLOCK_I + tl.arange(0, BLOCK_I)[None, :]
-    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_c = offs_c < C
-    mask = (
-        (offs_o < OUTER)[:, :, None, None]
-        & mask_c[None, None, :, None]
-        & (offs_i < INNER)[:, None, None, :]
-    )
-    return offs_o, offs_c, offs_i, mask_c, mask, pid_p
-
-
-@triton.jit
-def _offsets4(offs_o, offs_c, offs_i, s_o, s_c, s_i):
-    return (
-        offs_o[:, :, None, None] * s_o
-        + offs_c[None, None, :, None] * s_c
-        + offs_i[:, None, None, :] * s_i
-    )
+        t4 = tl.reshape(t, [BLOCK_O, BLOCK_C, NW, BLOCK_I // NW])
+        out = tl.trans(tl.sum(tl.sum(t4, axis=3), axis=0))
+    return out
 
 
 @triton.jit
 def _sum_but_channel(t):
-    """``[NW, BO, BC, BI] -> [BC]`` (crosses warps: only after the time loop)."""
-    return tl.sum(tl.sum(tl.sum(t, axis=3), axis=1), axis=0)
+    """``[BO, BC, BI] -> [BC]`` (crosses warps: only after the time loop)."""
+    return tl.sum(tl.sum(t, axis=2), axis=0)
 
 
 @triton.jit(do_not_specialize=["T", "t0"])
@@ -288,7 +266,7 @@ def _glif_bwd_kernel(
     gsp_ptr, gvl_ptr, gsl_ptr, gu_ptr, x_ptr, v0_ptr, s0_ptr, u_ptr,
     alpha_ptr, beta_ptr, gamma_ptr, tau_ptr, vth_ptr, vl_ptr, vr_ptr, k_ptr,
     dx_ptr, dv0_ptr, ds0_ptr, dpar_ptr, dk_ptr,
-    T, t0, OUTER, C, INNER, N_CB, N_IB,
+    T, t0, OUTER, C, INNER, N_CB, N_IB, C_PAD,
     sgs_t, sgs_o, sgs_c, sgs_i,
     sgv_o, sgv_c, sgv_i,
     sgsl_o, sgsl_c, sgsl_i,
@@ -305,8 +283,8 @@ def _glif_bwd_kernel(
     NW: tl.constexpr, SPLIT_O: tl.constexpr, LANES: tl.constexpr,
     BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
 ):  # fmt: skip
-    offs_o, offs_c, offs_i, mask_c, mask, pid_p = _warp_tile_offsets(
-        OUTER, C, INNER, N_CB, N_IB, NW, SPLIT_O, BLOCK_O, BLOCK_C, BLOCK_I
+    offs_o, offs_c, offs_i, mask_c, mask, pid_p = _tile_offsets(
+        OUTER, C, INNER, N_CB, N_IB, BLOCK_O, BLOCK_C, BLOCK_I
     )
     alpha_sg = tl.cast(sg_alpha, CDT)
 
@@ -331,60 +309,62 @@ def _glif_bwd_kernel(
         coef_d_c = 1.0 - a * (1.0 - tau)
         coef_g_c = g
         coef_r_c = (1.0 - g) * v_r
-    coef_d = coef_d_c[None, None, :, None]
-    coef_g = coef_g_c[None, None, :, None]
-    coef_r = coef_r_c[None, None, :, None]
-    theta = theta_c[None, None, :, None]
+    coef_d = coef_d_c[None, :, None]
+    coef_g = coef_g_c[None, :, None]
+    coef_r = coef_r_c[None, :, None]
+    theta = theta_c[None, :, None]
 
     # Tile-shaped accumulators, reduced over positions once after the loop.
-    acc_d = tl.zeros([NW, BLOCK_O, BLOCK_C, BLOCK_I], CDT)  # sum du * u_prev * (1 - Gh s_prev)
-    acc_us = tl.zeros([NW, BLOCK_O, BLOCK_C, BLOCK_I], CDT)  # sum du * u_prev * s_prev
-    acc_du = tl.zeros([NW, BLOCK_O, BLOCK_C, BLOCK_I], CDT)  # sum du
-    acc_s = tl.zeros([NW, BLOCK_O, BLOCK_C, BLOCK_I], CDT)  # sum du * s_prev
-    acc_th = tl.zeros([NW, BLOCK_O, BLOCK_C, BLOCK_I], CDT)  # sum sg * ds
+    acc_d = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)  # sum du * u_prev * (1 - Gh s_prev)
+    acc_us = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)  # sum du * u_prev * s_prev
+    acc_du = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)  # sum du
+    acc_s = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)  # sum du * s_prev
+    acc_th = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)  # sum sg * ds
     acc_beta = tl.zeros([NW, BLOCK_C], CDT)  # per warp: sum_t (1 - k_t) * sum du_t * x_t
 
     if HAS_V0:
-        v0 = tl.load(v0_ptr + _offsets4(offs_o, offs_c, offs_i, sv_o, sv_c, sv_i), mask=mask)
+        v0 = tl.load(v0_ptr + _offsets3(offs_o, offs_c, offs_i, sv_o, sv_c, sv_i), mask=mask)
         v0 = v0.to(CDT)
     else:
-        v0 = tl.zeros([NW, BLOCK_O, BLOCK_C, BLOCK_I], CDT)
+        v0 = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)
     if HAS_S0:
-        s0 = tl.load(s0_ptr + _offsets4(offs_o, offs_c, offs_i, ss_o, ss_c, ss_i), mask=mask)
+        s0 = tl.load(s0_ptr + _offsets3(offs_o, offs_c, offs_i, ss_o, ss_c, ss_i), mask=mask)
         s0 = s0.to(CDT)
     else:
-        s0 = tl.zeros([NW, BLOCK_O, BLOCK_C, BLOCK_I], CDT)
+        s0 = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)
     if HAS_GV:
-        gv_off = _offsets4(offs_o, offs_c, offs_i, sgv_o, sgv_c, sgv_i)
+        gv_off = _offsets3(offs_o, offs_c, offs_i, sgv_o, sgv_c, sgv_i)
         gv = tl.load(gvl_ptr + gv_off, mask=mask, other=0.0).to(CDT)
     else:
-        gv = tl.zeros([NW, BLOCK_O, BLOCK_C, BLOCK_I], CDT)
+        gv = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)
     if HAS_GS:  # the final spike's gradient enters as dL/ds_{T-1} from the future
-        gsl_off = _offsets4(offs_o, offs_c, offs_i, sgsl_o, sgsl_c, sgsl_i)
+        gsl_off = _offsets3(offs_o, offs_c, offs_i, sgsl_o, sgsl_c, sgsl_i)
         gs = tl.load(gsl_ptr + gsl_off, mask=mask, other=0.0).to(CDT)
     else:
-        gs = tl.zeros([NW, BLOCK_O, BLOCK_C, BLOCK_I], CDT)
+        gs = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)
 
     # Pointers start at t = T - 1 and step backwards.
     last = T.to(tl.int64) - 1
-    out_off = _offsets4(offs_o, offs_c, offs_i, so_o, so_c, 1)
+    out_off = _offsets3(offs_o, offs_c, offs_i, so_o, so_c, 1)
     u_ptrs = u_ptr + out_off + last * so_t
     dx_ptrs = dx_ptr + out_off + last * so_t
-    x_ptrs = x_ptr + _offsets4(offs_o, offs_c, offs_i, sx_o, sx_c, sx_i) + last * sx_t
+    x_ptrs = x_ptr + _offsets3(offs_o, offs_c, offs_i, sx_o, sx_c, sx_i) + last * sx_t
     if HAS_GSP:
-        gs_ptrs = gsp_ptr + _offsets4(offs_o, offs_c, offs_i, sgs_o, sgs_c, sgs_i) + last * sgs_t
+        gs_ptrs = gsp_ptr + _offsets3(offs_o, offs_c, offs_i, sgs_o, sgs_c, sgs_i) + last * sgs_t
     if HAS_GU:
-        gu_ptrs = gu_ptr + _offsets4(offs_o, offs_c, offs_i, sgu_o, sgu_c, sgu_i) + last * sgu_t
+        gu_ptrs = gu_ptr + _offsets3(offs_o, offs_c, offs_i, sgu_o, sgu_c, sgu_i) + last * sgu_t
     k_ptrs = k_ptr + (t0.to(tl.int64) + last) * sk_t + offs_c * sk_c
-    # Per-warp conduct partials: row pid_p * NW + warp of a [rows, T, C] buffer. The store
-    # is shaped [NW, BLOCK_C, LANES] (all but lane index 0 masked; the launcher sizes LANES
-    # to one warp's lanes times the channels each thread holds) so that the compiler gives
-    # each warp's row to the lanes of that warp that already hold those sums: no exchange
-    # between threads (no shared memory, no barrier) inside the loop.
-    dk_rows = pid_p * NW + tl.arange(0, NW)[:, None, None]
-    lane = tl.arange(0, LANES)[None, None, :]
-    dk_ptrs = dk_ptr + (dk_rows * T + last) * C + offs_c[None, :, None] + lane * 0
-    dk_mask = mask_c[None, :, None] & (lane == 0)
+    # Per-warp conduct partials: row pid_p * NW + warp of a [rows, T, C_PAD] buffer. The
+    # store is [NW, LANES * BLOCK_C] with consecutive addresses along its second axis (only
+    # the first BLOCK_C real, the rest masked; the launcher sizes LANES to one warp's lanes
+    # times the channels each thread holds): the compiler then gives warp w's row to the
+    # lanes of warp w that already hold those sums, whatever its tie-breaking between axes
+    # (no exchange between threads: no shared memory, no barrier in the loop).
+    dk_rows = pid_p * NW + tl.arange(0, NW)[:, None]
+    col = tl.arange(0, LANES * BLOCK_C)[None, :]
+    c_first = (tl.program_id(0).to(tl.int64) % N_CB) * BLOCK_C
+    dk_ptrs = dk_ptr + (dk_rows * T + last) * C_PAD + c_first + col
+    dk_mask = (col < BLOCK_C) & (c_first + col < C)
 
     u = tl.load(u_ptrs, mask=mask, other=0.0).to(CDT)
     for it in range(T):
@@ -412,10 +392,11 @@ def _glif_bwd_kernel(
         sg_ds = tl.where(mask, sg_ds, 0.0)
 
         hr = 1.0 - coef_g * s_prev
-        tl.store(dx_ptrs, (coef_k[None, None, :, None] * du).to(dx_ptr.dtype.element_ty), mask=mask)
+        tl.store(dx_ptrs, (coef_k[None, :, None] * du).to(dx_ptr.dtype.element_ty), mask=mask)
         # conduct: reduced within each warp's sub-tile only (no block barrier in the loop)
-        dk_w = tl.sum(tl.sum(du * x, axis=3), axis=1)  # [NW, BLOCK_C]
-        tl.store(dk_ptrs, tl.broadcast_to(dk_w[:, :, None], [NW, BLOCK_C, LANES]), mask=dk_mask)
+        dk_w = _warp_sums(du * x, NW, SPLIT_O, BLOCK_O, BLOCK_C, BLOCK_I)  # [NW, BLOCK_C]
+        dk_row = tl.broadcast_to(dk_w[:, None, :], [NW, LANES, BLOCK_C])
+        tl.store(dk_ptrs, tl.reshape(dk_row, [NW, LANES * BLOCK_C]), mask=dk_mask)
         if GATE_MODE != 2:
             acc_beta += dk_w * (1.0 - k)[None, :]
 
@@ -430,7 +411,7 @@ def _glif_bwd_kernel(
         if DETACH_RESET:
             # s_{t-1} only reaches the loss through spike_seq: the carried gradient (from
             # grad_s_last) is used up at this step and nothing flows back through the reset
-            gs = tl.zeros([NW, BLOCK_O, BLOCK_C, BLOCK_I], CDT)
+            gs = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)
         else:
             gs = du * (-coef_g * coef_d * u_prev - coef_r)
         u = u_prev
@@ -443,7 +424,7 @@ def _glif_bwd_kernel(
         if HAS_GU:
             gu_ptrs -= sgu_t
         k_ptrs -= sk_t
-        dk_ptrs -= C
+        dk_ptrs -= C_PAD
 
     tl.store(dv0_ptr + out_off, gv.to(dv0_ptr.dtype.element_ty), mask=mask)
     tl.store(ds0_ptr + out_off, gs.to(ds0_ptr.dtype.element_ty), mask=mask)
@@ -518,13 +499,13 @@ def _finish_param(dpar_ptr, j, out_ptr, pid_c, N_CSUB, C, R, LW: tl.constexpr,
 def _glif_finish_kernel(
     dpar_ptr, dk_ptr, beta_ptr, k_ptr,
     g_alpha, g_beta, g_gamma, g_tau, g_vth, g_vl, g_vr, g_k,
-    T, t0, T_ROWS, C, R_PAR, R_K, N_CSUB,
+    T, t0, T_ROWS, C, C_PAD, R_PAR, R_K, N_CSUB,
     sp_beta, sk_t, sk_c, sdk_t, sdk_c,
     GATE_MODE: tl.constexpr, LW_BITS: tl.constexpr, CDT: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     """Finish the backward: program ``(cb, r)`` with ``r < T`` writes ``d_conduct`` row
-    ``t0 + r`` for channel block ``cb`` from the per-warp partials ``dk`` (``[R_K, T, C]``);
+    ``t0 + r`` for channel block ``cb`` from the per-warp partials ``dk`` (``[R_K, T, C_PAD]``);
     ``r == T`` writes the seven other parameter gradients from ``dpar`` (``[R_PAR, 7, C]``)
     and zeroes the ``d_conduct`` rows outside ``t0 … t0 + T - 1``. Bit ``j`` of ``LW_BITS``
     marks parameter ``j`` (7: conduct) as layer-wise: its gradient is summed over channels
@@ -537,7 +518,8 @@ def _glif_finish_kernel(
         for cs in range(N_CSUB):
             offs_c = (pid_c * N_CSUB + cs) * BLOCK_C + tl.arange(0, BLOCK_C)
             mask_c = offs_c < C
-            dk = _sum_rows(dk_ptr, r * C, T.to(tl.int64) * C, R_K, offs_c, mask_c, BLOCK_R, BLOCK_C)
+            row_stride = T.to(tl.int64) * C_PAD
+            dk = _sum_rows(dk_ptr, r * C_PAD, row_stride, R_K, offs_c, mask_c, BLOCK_R, BLOCK_C)
             k = tl.sigmoid(
                 tl.load(k_ptr + t * sk_t + offs_c * sk_c, mask=mask_c, other=0.0).to(CDT)
             )
@@ -849,21 +831,23 @@ def glif_bwd(
     ept, warps = _config("bwd", sizes, strides, x.dtype)
     bo, bc, bi = _blocks(sizes, strides, ept * _WARP_SIZE)  # one warp's sub-tile
     split_o = inner <= bi  # stack the warps' sub-tiles along inner while it has room
+    bo_t, bi_t = (bo * warps, bi) if split_o else (bo, bi * warps)  # the program's tile
     # channels per thread in the sub-tile: a vector along C in channel-last layouts
     c_vec = min(bc, ept, 16 // torch.empty((), dtype=cdt).element_size())
     lanes = max(1, _WARP_SIZE * (c_vec if _axis_order(sizes, strides)[0] == 1 else 1) // bc)
     n_cb = triton.cdiv(C, bc)
-    n_ib = triton.cdiv(inner, bi if split_o else bi * warps)
-    n_p = triton.cdiv(outer, bo * warps if split_o else bo) * n_ib
+    n_ib = triton.cdiv(inner, bi_t)
+    n_p = triton.cdiv(outer, bo_t) * n_ib
+    c_pad = triton.cdiv(C, 16) * 16  # aligned rows: 16-byte per-warp partial stores
     dpar = _empty((n_p, _N_PARAM_ROWS, C), dtype=cdt, device=dev)
-    dk = _empty((n_p * warps, T, C), dtype=cdt, device=dev)
+    dk = _empty((n_p * warps, T, c_pad), dtype=cdt, device=dev)
     _glif_bwd_kernel[(n_p * n_cb,)](
         x4 if gs4 is None else gs4, x4 if gv3 is None else gv3,
         x4 if gsl3 is None else gsl3, x4 if gu4 is None else gu4,
         x4, x4 if v3 is None else v3, x4 if s3 is None else s3, u4,
         *kernel_params, conduct,
         dx, dv0, ds0, dpar, dk,
-        T, t0, outer, C, inner, n_cb, n_ib,
+        T, t0, outer, C, inner, n_cb, n_ib, c_pad,
         *(gs4.stride() if gs4 is not None else (0, 0, 0, 0)), *sgv, *sgsl,
         *(gu4.stride() if gu4 is not None else (0, 0, 0, 0)),
         *x4.stride(), *sv, *ss, *sp, *sk,
@@ -873,7 +857,7 @@ def glif_bwd(
         HAS_GSP=gs4 is not None, HAS_GV=gv3 is not None, HAS_GS=gsl3 is not None,
         HAS_GU=gu4 is not None, HAS_V0=v3 is not None, HAS_S0=s3 is not None,
         CDT=_tl_dtype(cdt), NW=warps, SPLIT_O=split_o, LANES=lanes,
-        BLOCK_O=bo, BLOCK_C=bc, BLOCK_I=bi, num_warps=warps,
+        BLOCK_O=bo_t, BLOCK_C=bc, BLOCK_I=bi_t, num_warps=warps,
     )  # fmt: skip
 
     lw_bits = sum(1 << j for j, p in enumerate(params) if p.dim() == 0)
@@ -884,7 +868,7 @@ def glif_bwd(
     d_k = grads[7]
     _glif_finish_kernel[(1 if mixed else triton.cdiv(C, block_c), T + 1)](
         dpar, dk, kernel_params[1], conduct, *grads,
-        T, t0, conduct.shape[0], C, n_p, n_p * warps, n_csub,
+        T, t0, conduct.shape[0], C, c_pad, n_p, n_p * warps, n_csub,
         sp[1], *sk, d_k.stride(0), d_k.stride(1) if d_k.dim() == 2 else 0,
         GATE_MODE=gate_mode, LW_BITS=lw_bits, CDT=_tl_dtype(cdt),
         BLOCK_R=_FINISH_ROWS, BLOCK_C=block_c, num_warps=4,

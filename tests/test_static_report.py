@@ -127,13 +127,14 @@ def test_barrier_count_sees_a_barrier(tmp_path):
 def test_main_streams_are_vector_accesses(report, name, load_bytes, store_bytes):
     """In the time loop every global load and store of the element streams is at least
     ``load_bytes``/``store_bytes`` wide; narrower ones are only the per-step ``[BLOCK_C]``
-    conduct row (one load) and the per-warp conduct partial (one masked store)."""
+    conduct row (the backward loads it in two register layouts rather than exchange it
+    between threads) and the per-warp conduct partial (one masked store)."""
     row = report[name]
     loads = {int(w): n for w, n in row["loads_in_loop"].items()}
     stores = {int(w): n for w, n in row["stores_in_loop"].items()}
     n_streams_ld = 3 if name.startswith("bwd") else 1  # x, grad_spike, u / x
     assert sum(n for w, n in loads.items() if w >= load_bytes) >= n_streams_ld, loads
-    assert sum(n for w, n in loads.items() if w < load_bytes) <= 1, loads
+    assert sum(n for w, n in loads.items() if w < load_bytes) <= 2, loads
     narrow_st = 1 if name.startswith("bwd") else 0
     assert sum(n for w, n in stores.items() if w >= store_bytes) >= 1, stores
     assert sum(n for w, n in stores.items() if w < store_bytes) <= narrow_st, stores
