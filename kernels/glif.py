@@ -594,7 +594,7 @@ def _axis_order(sizes: tuple[int, int, int], strides: tuple[int, ...]) -> list[i
 def _config(kernel: str, sizes: tuple[int, int, int], strides: tuple[int, ...], x_dtype) -> tuple:
     """``(elements per thread, warps)`` from :data:`_CONFIG` for this layout class."""
     layout = "cl" if _axis_order(sizes, strides)[0] == 1 else "cf"
-    return _CONFIG[(kernel, layout, torch.empty((), dtype=x_dtype).element_size())]
+    return _CONFIG[(kernel, layout, x_dtype.itemsize)]
 
 
 def _blocks(
@@ -710,7 +710,7 @@ def glif_fwd(
     params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset)
     if gate_mode == _GATE_COARSE:
         params = (tau, tau, tau, *params[3:])  # the gates are never read
-    channelwise = _is_channelwise(*params, conduct[0])
+    channelwise = _is_channelwise(*params) or conduct.dim() == 2
     outer, C, inner = _geometry(step_shape, channel_dim, channelwise)
     sp = _param_strides(params, C, channelwise)
     sk = _conduct_strides(conduct, C, t0 + T)
@@ -805,7 +805,7 @@ def glif_bwd(
     kernel_params = params
     if gate_mode == _GATE_COARSE:
         kernel_params = (tau, tau, tau, *params[3:])  # the gates are never read
-    channelwise = _is_channelwise(*params, conduct[0])
+    channelwise = _is_channelwise(*params) or conduct.dim() == 2
     outer, C, inner = _geometry(step_shape, channel_dim, channelwise)
     sp = _param_strides(kernel_params, C, channelwise)
     sk = _conduct_strides(conduct, C, t0 + T)
@@ -833,7 +833,7 @@ def glif_bwd(
     split_o = inner <= bi  # stack the warps' sub-tiles along inner while it has room
     bo_t, bi_t = (bo * warps, bi) if split_o else (bo, bi * warps)  # the program's tile
     # channels per thread in the sub-tile: a vector along C in channel-last layouts
-    c_vec = min(bc, ept, 16 // torch.empty((), dtype=cdt).element_size())
+    c_vec = min(bc, ept, 16 // cdt.itemsize)
     lanes = max(1, _WARP_SIZE * (c_vec if _axis_order(sizes, strides)[0] == 1 else 1) // bc)
     n_cb = triton.cdiv(C, bc)
     n_ib = triton.cdiv(inner, bi_t)
