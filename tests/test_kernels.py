@@ -287,6 +287,18 @@ def test_layouts(step, channel_dim, T, gate, layerwise, tiles, request):
     check(case)
 
 
+@pytest.mark.parametrize(
+    "step, channel_dim",
+    [((1, 3, 300), 1), ((40, 20), 1)],
+    ids=["channel_first_warps_along_inner", "channel_last_warps_along_outer"],
+)
+def test_default_tiles_with_all_warp_sub_tiles(step, channel_dim):
+    """Default tiles where the data fill several warp sub-tiles of a program: along the
+    inner axis (channel-first, inner > one warp's sub-tile) and along the outer axis."""
+    case = make_case(step, channel_dim, 2, gate="soft", seed=19)
+    check(case, surrogate.PiecewiseExp(), detach_reset=True)
+
+
 def test_heaviside_fires_at_exactly_threshold():
     """H(0) = 1 (SpikingJelly's >=). Hard gates a = 1, b = 0 and v0 = s0 = 0 make u_0 = x_0
     exactly, and v_threshold raw 0 makes theta = 0.5 exactly."""
@@ -303,7 +315,12 @@ def test_heaviside_fires_at_exactly_threshold():
     assert out["u"].flatten().tolist() == x.flatten().tolist()
 
 
-def test_mixed_layerwise_and_channelwise_params():
+@pytest.mark.parametrize("tiles", ["default", "small"])
+def test_mixed_layerwise_and_channelwise_params(tiles, request):
+    """Layer-wise gradients among channel-wise ones are summed over every channel block by
+    the finish kernel (with small tiles: several channel sub-blocks and row blocks)."""
+    if tiles == "small":
+        request.getfixturevalue("small_tiles")
     case = make_case((2, 5, 3), 1, 3, seed=3)
     lw = make_case((2, 5, 3), 1, 3, layerwise=True, seed=4)
     case.params[1], case.params[4] = lw.params[1], lw.params[4]  # beta, v_threshold: []
@@ -713,3 +730,40 @@ def test_launches_and_host_ops(monkeypatch, layerwise):
         )  # fmt: skip
     assert launches == ["_glif_fwd_kernel", "_glif_bwd_kernel", "_glif_finish_kernel"]
     assert mode.ops <= {"empty", "view"}, mode.ops
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_op_channel_last_minus_one_matches_torch_path(dtype):
+    """``glif_multi_step(channel_dim=-1, backend="triton")`` (the op's Triton branches: one
+    forward launch, s_last from the kernel, separate gradients) equals the torch path."""
+    from sj_glif import glif_multi_step
+
+    case = make_case((2, 3, 5), 2, 3, gate="hard", seed=20)
+    x = case.x.to(dtype)
+
+    def run(backend):
+        leaves = [p.clone().requires_grad_() for p in (*case.params, case.conduct)]
+        xr = x.clone().requires_grad_()
+        names = (*PARAM_NAMES, "conduct")
+        out = glif_multi_step(
+            xr, channel_dim=-1, gate_mode="hard", backend=backend, detach_reset=True,
+            **dict(zip(names, leaves, strict=True)),
+        )  # fmt: skip
+        loss = (out.spike_seq.double() * case.weights["spike"]).sum()
+        loss = loss + (out.v_last * case.weights["v_last"]).sum()
+        loss = loss + (out.s_last * case.weights["s_last"]).sum()
+        loss.backward()
+        return out, [xr.grad, *(p.grad for p in leaves)]
+
+    out_t, grads_t = run("torch")
+    out_k, grads_k = run("triton")
+    assert torch.equal(out_k.spike_seq, out_t.spike_seq)
+    assert out_k.s_last.dtype == out_t.s_last.dtype and torch.equal(out_k.s_last, out_t.s_last)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out_k.v_last, out_t.v_last, **tol)
+    for name, a, b in zip(("x", *PARAM_NAMES, "conduct"), grads_k, grads_t, strict=True):
+        if dtype == torch.bfloat16 and name == "x":
+            tol_x = dict(rtol=1e-2, atol=1e-2)  # dx is rounded to bfloat16 by both paths
+            torch.testing.assert_close(a.double(), b.double(), **tol_x, msg=name)
+        else:
+            torch.testing.assert_close(a, b, **tol, msg=name)
