@@ -561,6 +561,16 @@ def _glif_finish_kernel(
 # --------------------------------------------------------------------------- host side
 
 
+# Plain integer helpers: triton.cdiv / next_power_of_2 are constexpr functions in recent
+# Triton, with a wrapper that costs microseconds a call on the launch path.
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _next_pow2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -607,7 +617,7 @@ def _blocks(
     c_cap = max(1, tile // _MIN_POSITIONS)
     for ax in _axis_order(sizes, strides):
         cap = min(budget, c_cap) if ax == 1 else budget
-        blocks[ax] = min(triton.next_power_of_2(sizes[ax]), cap)
+        blocks[ax] = min(_next_pow2(sizes[ax]), cap)
         budget //= blocks[ax]
     return blocks[0], blocks[1], blocks[2]
 
@@ -722,8 +732,8 @@ def glif_fwd(
     sizes, strides = shape3, x4.stride()[1:]
     ept, warps = _config("fwd", sizes, strides, x.dtype)
     bo, bc, bi = _blocks(sizes, strides, ept * _WARP_SIZE * warps)
-    n_cb, n_ib = triton.cdiv(C, bc), triton.cdiv(inner, bi)
-    grid = (triton.cdiv(outer, bo) * n_ib * n_cb,)
+    n_cb, n_ib = _cdiv(C, bc), _cdiv(inner, bi)
+    grid = (_cdiv(outer, bo) * n_ib * n_cb,)
     _glif_fwd_kernel[grid](
         x4, x4 if v3 is None else v3, x4 if s3 is None else s3, *params, conduct,
         spike, u_seq if store_u else spike, v_last, s_last,
@@ -835,10 +845,10 @@ def glif_bwd(
     # channels per thread in the sub-tile: a vector along C in channel-last layouts
     c_vec = min(bc, ept, 16 // cdt.itemsize)
     lanes = max(1, _WARP_SIZE * (c_vec if _axis_order(sizes, strides)[0] == 1 else 1) // bc)
-    n_cb = triton.cdiv(C, bc)
-    n_ib = triton.cdiv(inner, bi_t)
-    n_p = triton.cdiv(outer, bo_t) * n_ib
-    c_pad = triton.cdiv(C, 16) * 16  # aligned rows: 16-byte per-warp partial stores
+    n_cb = _cdiv(C, bc)
+    n_ib = _cdiv(inner, bi_t)
+    n_p = _cdiv(outer, bo_t) * n_ib
+    c_pad = _cdiv(C, 16) * 16  # aligned rows: 16-byte per-warp partial stores
     dpar = _empty((n_p, _N_PARAM_ROWS, C), dtype=cdt, device=dev)
     dk = _empty((n_p * warps, T, c_pad), dtype=cdt, device=dev)
     _glif_bwd_kernel[(n_p * n_cb,)](
@@ -862,11 +872,11 @@ def glif_bwd(
 
     lw_bits = sum(1 << j for j, p in enumerate(params) if p.dim() == 0)
     lw_bits |= (conduct.dim() == 1) << 7
-    block_c = min(triton.next_power_of_2(C), _FINISH_C)
+    block_c = min(_next_pow2(C), _FINISH_C)
     mixed = lw_bits != 0 and C > 1  # a layer-wise gradient sums over every channel block
-    n_csub = triton.cdiv(C, block_c) if mixed else 1
+    n_csub = _cdiv(C, block_c) if mixed else 1
     d_k = grads[7]
-    _glif_finish_kernel[(1 if mixed else triton.cdiv(C, block_c), T + 1)](
+    _glif_finish_kernel[(1 if mixed else _cdiv(C, block_c), T + 1)](
         dpar, dk, kernel_params[1], conduct, *grads,
         T, t0, conduct.shape[0], C, c_pad, n_p, n_p * warps, n_csub,
         sp[1], *sk, d_k.stride(0), d_k.stride(1) if d_k.dim() == 2 else 0,
