@@ -135,11 +135,11 @@ def _fwd(step, channel_dim, dtype, gate_mode=0):
     return launches
 
 
-def _bwd(step, channel_dim, dtype, gate_mode=0, detach_reset=False):
+def _bwd(step, channel_dim, dtype, gate_mode=0, detach_reset=False, recompute=False):
     """The backward of a training step through GLIFNode: only the spikes get a gradient,
-    zero initial state, the stored membrane stream read back."""
+    zero initial state, the stored membrane stream read back (or recomputed: ``u_seq=None``)."""
     x, params, conduct = _headline_args(step, channel_dim, dtype)
-    u_seq = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    u_seq = None if recompute else torch.empty(x.shape, dtype=torch.float32, device=x.device)
     grad_spike = torch.empty(x.shape, dtype=dtype, device=x.device)
     launches = capture(
         glif.glif_bwd, grad_spike, None, None, None, x, None, None, u_seq, *params, conduct,
@@ -161,6 +161,9 @@ def variants() -> dict[str, Launch]:
             out[f"fwd_{dname}_{layout}_soft"] = _fwd(step, cd, dtype)[0]
             bwd, finish = _bwd(step, cd, dtype)
             out[f"bwd_{dname}_{layout}_soft_sigmoid"] = bwd
+            out[f"bwd_{dname}_{layout}_soft_sigmoid_recompute"] = _bwd(
+                step, cd, dtype, recompute=True
+            )[0]
             if dname == "f32":
                 out[f"finish_{dname}_{layout}"] = finish
     step, cd = HEADLINE_CF
@@ -380,7 +383,9 @@ def to_markdown(rows: list[Row], meta: dict) -> str:
         "",
         "Headline shapes: channel-first (cf) x `[8, 32, 128, 32, 32]`, channel_dim 1; "
         "channel-last (cl) x `[8, 32, 196, 384]`, channel_dim 2. Backward: gradient on the "
-        "spikes only, zero initial state (a training step through GLIFNode). Registers and "
+        "spikes only, zero initial state (a training step through GLIFNode); `_recompute`: "
+        "no stored membrane, the backward recomputes it (three loops: forward sweep, "
+        "reverse loop, replay inside it; PTX back edges counted). Registers and "
         "spills from `ptxas -v`; vector widths are bytes per `ld/st.global` "
         "(`16B×3` = three 16-byte accesses) in the PTX, inside the time loop and in the "
         "whole kernel. Compiled code, not a measurement of speed.",

@@ -75,8 +75,11 @@ _MIN_POSITIONS = 16  # fewest positions (non-channel elements) a tile or warp su
 _N_PARAM_ROWS = 7  # alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset
 _FINISH_ROWS, _FINISH_C = 8, 128  # the finish kernel's [rows, channels] load tile
 
-# The backward recomputes nothing: it reads the membrane stream the forward stored.
-BWD_RECOMPUTES_U = False
+# glif_bwd accepts u_seq=None and then recomputes the membrane from x (a forward sweep that
+# keeps one checkpoint per _SEGMENT steps, then each step replayed from its checkpoint in
+# registers): the forward need not store the membrane stream for training.
+BWD_RECOMPUTES_U = True
+_SEGMENT = 4
 
 _GATE_SOFT, _GATE_HARD, _GATE_COARSE = 0, 1, 2
 # Constants used inside kernels must be constexpr globals.
@@ -158,6 +161,13 @@ def _offsets3(offs_o, offs_c, offs_i, s_o, s_c, s_i):
     return offs_o[:, None, None] * s_o + offs_c[None, :, None] * s_c + offs_i[None, None, :] * s_i
 
 
+@triton.jit
+def _membrane(v, s, x, coef_d, coef_g, coef_l, coef_k, coef_r):
+    """One step's membrane (the forward and the backward's recomputation share this code,
+    so that they round alike)."""
+    return coef_d * v * (1.0 - coef_g * s) - coef_l + coef_k * x - coef_r * s
+
+
 @triton.jit(do_not_specialize=["T", "t0"])
 def _glif_fwd_kernel(
     x_ptr, v0_ptr, s0_ptr,
@@ -201,12 +211,16 @@ def _glif_fwd_kernel(
     theta = theta[None, :, None]
 
     if HAS_V0:
-        v = tl.load(v0_ptr + _offsets3(offs_o, offs_c, offs_i, sv_o, sv_c, sv_i), mask=mask)
+        v = tl.load(
+            v0_ptr + _offsets3(offs_o, offs_c, offs_i, sv_o, sv_c, sv_i), mask=mask, other=0.0
+        )
         v = v.to(CDT)
     else:
         v = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)
     if HAS_S0:
-        s = tl.load(s0_ptr + _offsets3(offs_o, offs_c, offs_i, ss_o, ss_c, ss_i), mask=mask)
+        s = tl.load(
+            s0_ptr + _offsets3(offs_o, offs_c, offs_i, ss_o, ss_c, ss_i), mask=mask, other=0.0
+        )
         s = s.to(CDT)
     else:
         s = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)
@@ -223,7 +237,7 @@ def _glif_fwd_kernel(
         else:
             coef_k = 1.0 - b * (1.0 - k)
         x = tl.load(x_ptrs, mask=mask, other=0.0).to(CDT)
-        u = coef_d * v * (1.0 - coef_g * s) - coef_l + coef_k[None, :, None] * x - coef_r * s
+        u = _membrane(v, s, x, coef_d, coef_g, coef_l, coef_k[None, :, None], coef_r)
         spike = tl.where(u - theta >= 0.0, 1.0, 0.0).to(CDT)
         tl.store(spike_ptrs, spike.to(spike_ptr.dtype.element_ty), mask=mask)
         if STORE_U:
@@ -236,6 +250,17 @@ def _glif_fwd_kernel(
         k_ptrs += sk_t
     tl.store(vlast_ptr + out_off, v.to(vlast_ptr.dtype.element_ty), mask=mask)
     tl.store(slast_ptr + out_off, s.to(slast_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _coef_k(k, b, GATE_MODE: tl.constexpr):
+    """The integration coefficient from the conductance row ``k``: ``1 - b (1 - k)``, or
+    ``k`` in coarse mode."""
+    if GATE_MODE == 2:
+        out = k
+    else:
+        out = 1.0 - b * (1.0 - k)
+    return out
 
 
 @triton.jit
@@ -265,7 +290,7 @@ def _sum_but_channel(t):
 def _glif_bwd_kernel(
     gsp_ptr, gvl_ptr, gsl_ptr, gu_ptr, x_ptr, v0_ptr, s0_ptr, u_ptr,
     alpha_ptr, beta_ptr, gamma_ptr, tau_ptr, vth_ptr, vl_ptr, vr_ptr, k_ptr,
-    dx_ptr, dv0_ptr, ds0_ptr, dpar_ptr, dk_ptr,
+    dx_ptr, dv0_ptr, ds0_ptr, dpar_ptr, dk_ptr, ck_ptr,
     T, t0, OUTER, C, INNER, N_CB, N_IB, C_PAD,
     sgs_t, sgs_o, sgs_c, sgs_i,
     sgv_o, sgv_c, sgv_i,
@@ -279,8 +304,8 @@ def _glif_bwd_kernel(
     sg_alpha,
     GATE_MODE: tl.constexpr, SURROGATE: tl.constexpr, DETACH_RESET: tl.constexpr,
     HAS_GSP: tl.constexpr, HAS_GV: tl.constexpr, HAS_GS: tl.constexpr, HAS_GU: tl.constexpr,
-    HAS_V0: tl.constexpr, HAS_S0: tl.constexpr, CDT: tl.constexpr,
-    NW: tl.constexpr, SPLIT_O: tl.constexpr, LANES: tl.constexpr,
+    HAS_V0: tl.constexpr, HAS_S0: tl.constexpr, RECOMPUTE: tl.constexpr, SEG: tl.constexpr,
+    CDT: tl.constexpr, NW: tl.constexpr, SPLIT_O: tl.constexpr, LANES: tl.constexpr,
     BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr,
 ):  # fmt: skip
     offs_o, offs_c, offs_i, mask_c, mask, pid_p = _tile_offsets(
@@ -301,6 +326,7 @@ def _glif_bwd_kernel(
         sgm = g
         coef_d_c = tau
         coef_g_c = tl.full(tau.shape, 1.0, CDT)
+        coef_l_c = v_l
         coef_r_c = v_r
     else:
         a, sa = _gate(_load_param(alpha_ptr, offs_c, sp_alpha, mask_c, CDT), GATE_MODE)
@@ -308,7 +334,9 @@ def _glif_bwd_kernel(
         g, sgm = _gate(_load_param(gamma_ptr, offs_c, sp_gamma, mask_c, CDT), GATE_MODE)
         coef_d_c = 1.0 - a * (1.0 - tau)
         coef_g_c = g
+        coef_l_c = (1.0 - a) * v_l
         coef_r_c = (1.0 - g) * v_r
+    coef_l = coef_l_c[None, :, None]
     coef_d = coef_d_c[None, :, None]
     coef_g = coef_g_c[None, :, None]
     coef_r = coef_r_c[None, :, None]
@@ -323,12 +351,16 @@ def _glif_bwd_kernel(
     acc_beta = tl.zeros([NW, BLOCK_C], CDT)  # per warp: sum_t (1 - k_t) * sum du_t * x_t
 
     if HAS_V0:
-        v0 = tl.load(v0_ptr + _offsets3(offs_o, offs_c, offs_i, sv_o, sv_c, sv_i), mask=mask)
+        v0 = tl.load(
+            v0_ptr + _offsets3(offs_o, offs_c, offs_i, sv_o, sv_c, sv_i), mask=mask, other=0.0
+        )
         v0 = v0.to(CDT)
     else:
         v0 = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)
     if HAS_S0:
-        s0 = tl.load(s0_ptr + _offsets3(offs_o, offs_c, offs_i, ss_o, ss_c, ss_i), mask=mask)
+        s0 = tl.load(
+            s0_ptr + _offsets3(offs_o, offs_c, offs_i, ss_o, ss_c, ss_i), mask=mask, other=0.0
+        )
         s0 = s0.to(CDT)
     else:
         s0 = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)
@@ -366,20 +398,53 @@ def _glif_bwd_kernel(
     dk_ptrs = dk_ptr + (dk_rows * T + last) * C_PAD + c_first + col
     dk_mask = (col < BLOCK_C) & (c_first + col < C)
 
-    u = tl.load(u_ptrs, mask=mask, other=0.0).to(CDT)
+    x_off = _offsets3(offs_o, offs_c, offs_i, sx_o, sx_c, sx_i)
+    k_first = k_ptr + t0.to(tl.int64) * sk_t + offs_c * sk_c
+    if RECOMPUTE:
+        # No stored membrane: a forward sweep keeps the membrane entering every segment of
+        # SEG steps (checkpoint row m: after step (m + 1) * SEG - 1, in a [rows, *step]
+        # buffer laid out like one output step); the reverse pass replays each step's
+        # segment from its checkpoint in registers.
+        v = v0
+        s = s0
+        for t in range(T):
+            kf = tl.sigmoid(tl.load(k_first + t * sk_t, mask=mask_c, other=0.0).to(CDT))
+            coef_kf = _coef_k(kf, b, GATE_MODE)[None, :, None]
+            xf = tl.load(x_ptr + x_off + t * sx_t, mask=mask, other=0.0).to(CDT)
+            v = _membrane(v, s, xf, coef_d, coef_g, coef_l, coef_kf, coef_r)
+            s = tl.where(v - theta >= 0.0, 1.0, 0.0).to(CDT)
+            row = (t + 1) // SEG - 1
+            is_ck = ((t + 1) % SEG == 0) & (t + 1 < T)
+            tl.store(ck_ptr + out_off + row.to(tl.int64) * so_t, v, mask=mask & is_ck)
+    else:
+        u = tl.load(u_ptrs, mask=mask, other=0.0).to(CDT)
     for it in range(T):
-        has_prev = it < T - 1  # t > 0: the previous state comes from u_seq, else from (v0, s0)
-        u_prev = tl.load(u_ptrs - so_t, mask=mask & has_prev, other=0.0).to(CDT)
-        s_prev = tl.where(u_prev - theta >= 0.0, 1.0, 0.0).to(CDT)
-        u_prev = tl.where(has_prev, u_prev, v0)
-        s_prev = tl.where(has_prev, s_prev, s0)
+        if RECOMPUTE:
+            t = T - 1 - it
+            seg = t // SEG  # replay steps seg * SEG .. t - 1 from the checkpoint before them
+            ck = tl.load(
+                ck_ptr + out_off + (seg - 1).to(tl.int64) * so_t, mask=mask & (seg > 0), other=0.0
+            )
+            u_prev = tl.where(seg > 0, ck.to(CDT), v0)
+            s_prev = tl.where(seg > 0, tl.where(ck - theta >= 0.0, 1.0, 0.0).to(CDT), s0)
+            for j in range(seg * SEG, t):
+                kj = tl.sigmoid(tl.load(k_first + j * sk_t, mask=mask_c, other=0.0).to(CDT))
+                coef_kj = _coef_k(kj, b, GATE_MODE)[None, :, None]
+                xj = tl.load(x_ptr + x_off + j * sx_t, mask=mask, other=0.0).to(CDT)
+                u_prev = _membrane(u_prev, s_prev, xj, coef_d, coef_g, coef_l, coef_kj, coef_r)
+                s_prev = tl.where(u_prev - theta >= 0.0, 1.0, 0.0).to(CDT)
+        else:
+            has_prev = it < T - 1  # t > 0: the previous state is read from u_seq, else v0, s0
+            u_prev = tl.load(u_ptrs - so_t, mask=mask & has_prev, other=0.0).to(CDT)
+            s_prev = tl.where(u_prev - theta >= 0.0, 1.0, 0.0).to(CDT)
+            u_prev = tl.where(has_prev, u_prev, v0)
+            s_prev = tl.where(has_prev, s_prev, s0)
 
         k = tl.sigmoid(tl.load(k_ptrs, mask=mask_c, other=0.0).to(CDT))
-        if GATE_MODE == 2:
-            coef_k = k
-        else:
-            coef_k = 1.0 - b * (1.0 - k)
+        coef_k = _coef_k(k, b, GATE_MODE)
         x = tl.load(x_ptrs, mask=mask, other=0.0).to(CDT)
+        if RECOMPUTE:
+            u = _membrane(u_prev, s_prev, x, coef_d, coef_g, coef_l, coef_k[None, :, None], coef_r)
         if HAS_GSP:
             ds = tl.load(gs_ptrs, mask=mask, other=0.0).to(CDT) + gs
         else:
@@ -754,7 +819,7 @@ def glif_bwd(
     x: torch.Tensor,
     v0: torch.Tensor | None,
     s0: torch.Tensor | None,
-    u_seq: torch.Tensor,
+    u_seq: torch.Tensor | None,
     alpha: torch.Tensor,
     beta: torch.Tensor,
     gamma: torch.Tensor,
@@ -781,7 +846,10 @@ def glif_bwd(
             (``step_shape``; ``grad_s_last`` enters unrounded, in any float dtype), or ``None``.
         grad_u_seq: gradient of ``u_seq`` (``[T, *step_shape]``) or ``None`` (zero).
         x: the forward's input. v0, s0: its initial state, or ``None`` (zero).
-        u_seq: the forward's membrane stream ``[T, *step_shape]`` (compute dtype).
+        u_seq: the forward's membrane stream ``[T, *step_shape]`` (compute dtype), or
+            ``None``: the kernel then recomputes it from ``x`` (:data:`BWD_RECOMPUTES_U`;
+            one more read of ``x`` and a checkpoint every ``_SEGMENT`` steps instead of
+            the stored stream).
         alpha … conduct, t0, channel_dim, gate_mode: as in :func:`glif_fwd`.
         surrogate_id: 0 sigmoid, 1 atan, 2 piecewise_quadratic, 3 piecewise_exp,
             4 soft_sign, 5 super_spike, 6 erf, 7 rect (:mod:`sj_glif.surrogates`);
@@ -797,7 +865,7 @@ def glif_bwd(
     """
     assert x.dim() >= 2 and gate_mode in (0, 1, 2) and 0 <= surrogate_id <= 7
     T, step_shape = x.shape[0], x.shape[1:]
-    assert u_seq.shape == x.shape, (tuple(u_seq.shape), tuple(x.shape))
+    assert u_seq is None or u_seq.shape == x.shape, (tuple(u_seq.shape), tuple(x.shape))
     cdt = _compute_dtype(x.dtype)
     dev = x.device
     params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset)
@@ -823,9 +891,13 @@ def glif_bwd(
     shape3 = (outer, C, inner)
     shape4 = (T, *shape3)
     x4 = _view(x, shape4)
-    u4 = _view(u_seq, shape4)
-    if not u4.is_contiguous():
-        u4 = u4.contiguous()  # the kernel reads u_seq with the output strides
+    recompute = u_seq is None
+    if recompute:  # checkpoint rows laid out like output steps; at least one row to point at
+        u4 = _empty((max(_cdiv(T, _SEGMENT) - 1, 1), *shape3), dtype=cdt, device=dev)
+    else:
+        u4 = _view(u_seq, shape4)
+        if not u4.is_contiguous():
+            u4 = u4.contiguous()  # the kernel reads u_seq with the output strides
     seq = {}
     for name, t in (("grad_spike", grad_spike), ("grad_u_seq", grad_u_seq)):
         if t is not None:
@@ -854,9 +926,9 @@ def glif_bwd(
     _glif_bwd_kernel[(n_p * n_cb,)](
         x4 if gs4 is None else gs4, x4 if gv3 is None else gv3,
         x4 if gsl3 is None else gsl3, x4 if gu4 is None else gu4,
-        x4, x4 if v3 is None else v3, x4 if s3 is None else s3, u4,
+        x4, x4 if v3 is None else v3, x4 if s3 is None else s3, x4 if recompute else u4,
         *kernel_params, conduct,
-        dx, dv0, ds0, dpar, dk,
+        dx, dv0, ds0, dpar, dk, u4,
         T, t0, outer, C, inner, n_cb, n_ib, c_pad,
         *(gs4.stride() if gs4 is not None else (0, 0, 0, 0)), *sgv, *sgsl,
         *(gu4.stride() if gu4 is not None else (0, 0, 0, 0)),
@@ -866,6 +938,7 @@ def glif_bwd(
         GATE_MODE=gate_mode, SURROGATE=surrogate_id, DETACH_RESET=detach_reset,
         HAS_GSP=gs4 is not None, HAS_GV=gv3 is not None, HAS_GS=gsl3 is not None,
         HAS_GU=gu4 is not None, HAS_V0=v3 is not None, HAS_S0=s3 is not None,
+        RECOMPUTE=recompute, SEG=_SEGMENT,
         CDT=_tl_dtype(cdt), NW=warps, SPLIT_O=split_o, LANES=lanes,
         BLOCK_O=bo_t, BLOCK_C=bc, BLOCK_I=bi_t, num_warps=warps,
     )  # fmt: skip

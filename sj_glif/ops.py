@@ -225,9 +225,11 @@ def _glif_bwd_op(
 ) -> list[Tensor]:
     params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
     if impl == "triton":
-        # two launches; every gradient is a tensor of its own (outputs may not alias)
+        # two launches; every gradient is a tensor of its own (outputs may not alias). A
+        # membrane stream not stored (the empty placeholder) is recomputed by the kernel.
+        stored = u_seq if u_seq.shape == x.shape else None
         out = _kernels().glif_bwd(
-            grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq, *params,
+            grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, stored, *params,
             t0=t0, channel_dim=channel_dim, gate_mode=gate_mode, surrogate_id=surrogate_id,
             sg_alpha=sg_alpha, detach_reset=detach_reset,
         )  # fmt: skip

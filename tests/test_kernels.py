@@ -169,8 +169,11 @@ def run_reference(case: Case, sg, detach_reset: bool = False, keep=None):
     return outs, dict(zip(GRAD_NAMES, grads, strict=True))
 
 
-def run_kernel(case: Case, sg, detach_reset: bool = False, *, grad_spike=None, has_gu=True):
-    """Launcher outputs and gradients for the same loss as :func:`run_reference`."""
+def run_kernel(
+    case: Case, sg, detach_reset: bool = False, *, grad_spike=None, has_gu=True, recompute=False
+):
+    """Launcher outputs and gradients for the same loss as :func:`run_reference`; with
+    ``recompute`` the backward gets no membrane stream (``u_seq=None``) and recomputes it."""
     sid, sg_alpha = fused_surrogate(sg)
     common = dict(t0=case.t0, channel_dim=case.channel_dim, gate_mode=GATE_IDS[case.gate])
     args = (*case.params, case.conduct)
@@ -186,7 +189,7 @@ def run_kernel(case: Case, sg, detach_reset: bool = False, *, grad_spike=None, h
         case.x,
         case.v0,
         case.s0,
-        u_seq,
+        None if recompute else u_seq,
         *args,
         surrogate_id=sid,
         sg_alpha=sg_alpha,
@@ -628,7 +631,9 @@ def test_grad_s_last_equals_folding_it_into_the_last_spike_gradient():
 # --------------------------------------------------------------------------- final state, chunks
 
 
-def run_kernel_chunked(case: Case, sg, detach_reset: bool, chunks, has_gv: bool, has_gs: bool):
+def run_kernel_chunked(
+    case: Case, sg, detach_reset: bool, chunks, has_gv: bool, has_gs: bool, recompute=False
+):
     """The launchers over consecutive chunks of time, state carried forward and the state
     gradients carried backward (truncated BPTT without truncation). The gradients of the
     final ``v_last``/``s_last`` are passed as ``None`` when ``has_gv``/``has_gs`` is False."""
@@ -655,7 +660,8 @@ def run_kernel_chunked(case: Case, sg, detach_reset: bool, chunks, has_gv: bool,
     dxs, total = [], None
     for (a, b), (v0, s0, u_seq) in zip(reversed(bounds), reversed(saved), strict=True):
         dx, gv, gs, *dp = glif.glif_bwd(
-            w["spike"][a:b], gv, gs, w["u"][a:b], case.x[a:b], v0, s0, u_seq, *args,
+            w["spike"][a:b], gv, gs, w["u"][a:b], case.x[a:b], v0, s0,
+            None if recompute else u_seq, *args,
             t0=case.t0 + a, surrogate_id=sid, sg_alpha=sg_alpha, detach_reset=detach_reset, **kw,
         )  # fmt: skip
         dxs.insert(0, dx)
@@ -664,11 +670,12 @@ def run_kernel_chunked(case: Case, sg, detach_reset: bool, chunks, has_gv: bool,
     return outs, dict(zip(GRAD_NAMES, [torch.cat(dxs), gv, gs, *total], strict=True))
 
 
+@pytest.mark.parametrize("recompute", [False, True], ids=["stored_u", "recomputed_u"])
 @pytest.mark.parametrize("chunks", [(4,), (1, 3), (2, 1, 1)], ids=lambda c: "-".join(map(str, c)))
 @pytest.mark.parametrize("has_gv", [False, True], ids=["no_gv_last", "gv_last"])
 @pytest.mark.parametrize("has_gs", [False, True], ids=["no_gs_last", "gs_last"])
 @pytest.mark.parametrize("detach_reset", [False, True], ids=["attached", "detach_reset"])
-def test_final_state_gradients_and_chunks(detach_reset, has_gs, has_gv, chunks):
+def test_final_state_gradients_and_chunks(detach_reset, has_gs, has_gv, chunks, recompute):
     """Every combination of detach_reset x a gradient on the final spike state x a gradient
     on v_last x chunking matches the float64 reference over the whole sequence. The final
     spike's gradient enters through ``grad_s_last`` (not folded into ``grad_spike``)."""
@@ -679,7 +686,7 @@ def test_final_state_gradients_and_chunks(detach_reset, has_gs, has_gv, chunks):
         case.weights["s_last"] = torch.zeros_like(case.weights["s_last"])
     sg = surrogate.Sigmoid()
     ref_out, ref_grad = run_reference(case, sg, detach_reset)
-    out, grad = run_kernel_chunked(case, sg, detach_reset, chunks, has_gv, has_gs)
+    out, grad = run_kernel_chunked(case, sg, detach_reset, chunks, has_gv, has_gs, recompute)
     assert_close(out, ref_out, **F64_TOL)
     assert_close(grad, ref_grad, **F64_TOL)
 
@@ -767,3 +774,75 @@ def test_op_channel_last_minus_one_matches_torch_path(dtype):
             torch.testing.assert_close(a.double(), b.double(), **tol_x, msg=name)
         else:
             torch.testing.assert_close(a, b, **tol, msg=name)
+
+
+# --------------------------------------------------------------------------- recomputed membrane
+
+
+@pytest.mark.parametrize("T", [1, 4, 6, 9], ids=lambda t: f"T{t}")
+@pytest.mark.parametrize(
+    "gate, detach_reset, step, channel_dim, tiles",
+    [
+        ("soft", False, (2, 5, 3, 2), 1, "small"),
+        ("hard", True, (2, 4, 7), 2, "small"),
+        ("coarse", False, (2, 5, 3, 2), 1, "default"),
+    ],
+)
+def test_recomputed_membrane(gate, detach_reset, step, channel_dim, tiles, T, request):
+    """``u_seq=None``: the backward recomputes the membrane (a checkpoint every
+    ``_SEGMENT`` steps, replays from it): every gradient equals the float64 reference, for T
+    below, at and across segment boundaries."""
+    assert glif.BWD_RECOMPUTES_U and glif._SEGMENT == 4
+    if tiles == "small":
+        request.getfixturevalue("small_tiles")
+    case = make_case(step, channel_dim, T, gate=gate, t0=1, extra_rows=1, seed=23)
+    sg = surrogate.SuperSpike()
+    ref_out, ref_grad = run_reference(case, sg, detach_reset)
+    out, grad = run_kernel(case, sg, detach_reset, recompute=True)
+    assert_close(out, ref_out, **F64_TOL)
+    assert_close(grad, ref_grad, **F64_TOL)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_recomputed_membrane_equals_stored_bitwise(dtype):
+    """In low precision the recomputed membrane must round exactly like the forward's (the
+    same code computes both): gradients with and without the stored stream are equal."""
+    case = make_case((3, 6, 5), 1, 7, seed=24).cast(dtype)
+    sg = surrogate.Sigmoid()
+    _, stored = run_kernel(case, sg, has_gu=False)
+    _, recomputed = run_kernel(case, sg, has_gu=False, recompute=True)
+    for name in stored:
+        assert torch.equal(stored[name], recomputed[name]), name
+
+
+def test_bwd_op_recomputes_an_unstored_membrane():
+    """``sj_glif::glif_bwd`` on the Triton branch given the forward's empty ``u_seq``
+    placeholder (``store_u=False``) recomputes the membrane: same gradients as with it."""
+    from sj_glif import ops  # noqa: F401  (registers the sj_glif op pair)
+
+    case = make_case((2, 5, 3), 1, 6, seed=25)
+    params = (*case.params, case.conduct)
+    flags = (0, 1, 0, 0, 4.0, False)  # t0, channel_dim, gate_mode, surrogate_id, sg_alpha, detach
+    fwd = torch.ops.sj_glif.glif_fwd
+    _, _, _, u_seq = fwd(case.x, case.v0, case.s0, *params, *flags, True, "triton")
+    _, _, _, empty = fwd(case.x, case.v0, case.s0, *params, *flags, False, "triton")
+    assert empty.numel() == 0 and glif.BWD_RECOMPUTES_U
+    w = case.weights
+    grads = [
+        torch.ops.sj_glif.glif_bwd(
+            w["spike"],
+            w["v_last"],
+            w["s_last"],
+            None,
+            case.x,
+            case.v0,
+            case.s0,
+            u,
+            *params,
+            *flags,
+            "triton",
+        )  # fmt: skip
+        for u in (u_seq, empty)
+    ]
+    for name, a, b in zip(GRAD_NAMES, *grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)

@@ -26,6 +26,8 @@ ESSENTIAL = [
     "bwd_bf16_cf_soft_sigmoid",
     "bwd_f32_cl_soft_sigmoid",
     "bwd_f32_cf_soft_sigmoid_detach_reset",
+    "bwd_f32_cf_soft_sigmoid_recompute",
+    "bwd_f32_cl_soft_sigmoid_recompute",
     "finish_f32_cf",
 ]
 
@@ -94,10 +96,13 @@ def test_no_spills(report, name):
 @pytest.mark.parametrize("name", ESSENTIAL)
 def test_one_time_loop_and_no_barrier_inside(report, name):
     """The forward and backward walk time in one loop with no block barrier in it (the
-    backward's conduct gradient is reduced per warp); the finish kernel's row loops too."""
+    backward's conduct gradient is reduced per warp); the recomputing backward has three
+    (forward sweep, reverse loop, the replay inside it); the finish kernel's row loops too."""
     row = report[name]
-    assert row["loops"] >= 1, row  # the loop was found: the count below is over real code
-    if not name.startswith("finish"):
+    assert row["loops"] >= 1, row  # the loops were found: the count below is over real code
+    if name.endswith("recompute"):
+        assert row["loops"] >= 3, row  # ptx may show the replay loop with two back edges
+    elif not name.startswith("finish"):
         assert row["loops"] == 1, row
     assert row["barriers_in_loop"] == 0, row
 
@@ -122,19 +127,21 @@ def test_barrier_count_sees_a_barrier(tmp_path):
         ("bwd_f32_cf_soft_sigmoid", 16, 16),  # x, grad_spike, u (4 x float32); dx
         ("bwd_f32_cl_soft_sigmoid", 16, 16),
         ("bwd_bf16_cf_soft_sigmoid", 8, 8),  # x, grad_spike, dx: 4 x bfloat16; u 16 bytes
+        ("bwd_f32_cf_soft_sigmoid_recompute", 16, 16),  # + x in the sweep, the checkpoints
+        ("bwd_f32_cl_soft_sigmoid_recompute", 16, 16),
     ],
 )
 def test_main_streams_are_vector_accesses(report, name, load_bytes, store_bytes):
     """In the time loop every global load and store of the element streams is at least
     ``load_bytes``/``store_bytes`` wide; narrower ones are only the per-step ``[BLOCK_C]``
-    conduct row (the backward loads it in two register layouts rather than exchange it
-    between threads) and the per-warp conduct partial (one masked store)."""
+    conduct row (at most twice a loop: the backward loads it in two register layouts rather
+    than exchange it between threads) and the per-warp conduct partial (one masked store)."""
     row = report[name]
     loads = {int(w): n for w, n in row["loads_in_loop"].items()}
     stores = {int(w): n for w, n in row["stores_in_loop"].items()}
     n_streams_ld = 3 if name.startswith("bwd") else 1  # x, grad_spike, u / x
     assert sum(n for w, n in loads.items() if w >= load_bytes) >= n_streams_ld, loads
-    assert sum(n for w, n in loads.items() if w < load_bytes) <= 2, loads
+    assert sum(n for w, n in loads.items() if w < load_bytes) <= 2 * row["loops"], loads
     narrow_st = 1 if name.startswith("bwd") else 0
     assert sum(n for w, n in stores.items() if w >= store_bytes) >= 1, stores
     assert sum(n for w, n in stores.items() if w < store_bytes) <= narrow_st, stores
