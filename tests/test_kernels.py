@@ -806,8 +806,11 @@ def test_recomputed_membrane(gate, detach_reset, step, channel_dim, tiles, T, re
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_recomputed_membrane_equals_stored_bitwise(dtype):
     """In low precision the recomputed membrane must round exactly like the forward's (the
-    same code computes both): gradients with and without the stored stream are equal."""
-    case = make_case((3, 6, 5), 1, 7, seed=24).cast(dtype)
+    same code computes both): gradients with and without the stored stream are equal. On a
+    CUDA machine this runs the compiled kernels (where the compiler could round the two
+    differently); here, the interpreter."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    case = make_case((4, 8, 17), 1, 7, seed=24).cast(dtype).to(device)
     sg = surrogate.Sigmoid()
     _, stored = run_kernel(case, sg, has_gu=False)
     _, recomputed = run_kernel(case, sg, has_gu=False, recompute=True)
