@@ -532,7 +532,7 @@ def test_empty_inputs(T, step):
     assert dk.shape == conduct.shape and not dk.any()
 
 
-def check_large_float32(step, channel_dim, layerwise, device):
+def check_large_float32(step, channel_dim, layerwise, device, recompute=False):
     """A bigger float32 case vs the float32 reference; neurons near threshold are dropped."""
     case = make_case(step, channel_dim, 8, layerwise=layerwise, t0=2, extra_rows=1, seed=13)
     case = case.cast(torch.float32)
@@ -541,8 +541,8 @@ def check_large_float32(step, channel_dim, layerwise, device):
     case, keep = case.to(device), keep.to(device)
     sg = surrogate.Sigmoid()
     ref_out, ref_grad = run_reference(case, sg)
-    out, grad = run_kernel(case, sg)
-    again = run_kernel(case, sg)
+    out, grad = run_kernel(case, sg, recompute=recompute)
+    again = run_kernel(case, sg, recompute=recompute)
     for a, b in zip((out, grad), again, strict=True):
         for name in a:
             assert torch.equal(a[name], b[name]), f"{name}: not deterministic"
@@ -563,8 +563,9 @@ def check_large_float32(step, channel_dim, layerwise, device):
     "step, channel_dim, layerwise",
     [((16, 32, 16, 16), 1, False), ((8, 196, 96), 2, False), ((16, 32, 8, 8), 1, True)],
 )
-def test_gpu_matches_reference_float32(step, channel_dim, layerwise):
-    check_large_float32(step, channel_dim, layerwise, torch.device("cuda"))
+@pytest.mark.parametrize("recompute", [False, True], ids=["stored_u", "recomputed_u"])
+def test_gpu_matches_reference_float32(step, channel_dim, layerwise, recompute):
+    check_large_float32(step, channel_dim, layerwise, torch.device("cuda"), recompute)
 
 
 @pytest.mark.parametrize("gate_mode", ["soft", "coarse"])
@@ -803,6 +804,7 @@ def test_recomputed_membrane(gate, detach_reset, step, channel_dim, tiles, T, re
     assert_close(grad, ref_grad, **F64_TOL)
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_recomputed_membrane_equals_stored_bitwise(dtype):
     """In low precision the recomputed membrane must round exactly like the forward's (the
