@@ -186,19 +186,11 @@ def _fwd_impl(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_s
         v0, s0 = _zeros_if_none(v0, x.shape[1:], x), _zeros_if_none(s0, x.shape[1:], x)
     args = (x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
     if impl == "triton":
-        spike_seq, v_last, u_seq = _kernels().glif_fwd(
-            *args,
-            t0=t0,
-            channel_dim=channel_dim,
-            gate_mode=gate_mode,
-            surrogate_id=surrogate_id,
-            sg_alpha=sg_alpha,
-            store_u=store_u,
+        # one launch; s_last (compute dtype) is written by the kernel, so that its gradient
+        # reaches the backward unrounded by a 16-bit spike dtype
+        return _kernels().glif_fwd(
+            *args, t0=t0, channel_dim=channel_dim, gate_mode=gate_mode, store_u=store_u
         )
-        # s_last is an output of its own (compute dtype) so that its gradient reaches the
-        # backward unrounded by a 16-bit spike dtype
-        s_last = spike_seq[-1].to(compute_dtype(x.dtype), copy=True)
-        return spike_seq, v_last, s_last, u_seq
     return torch_fwd(*args, t0, channel_dim, gate_mode, store_u)
 
 
@@ -214,26 +206,14 @@ def _bwd_impl(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq
             grad_spike = torch.zeros_like(x)
     params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
     if impl == "triton":
+        # two launches; every gradient is a tensor of its own (outputs may not alias). A
+        # membrane stream not stored (the empty placeholder) is recomputed by the kernel.
+        stored = u_seq if u_seq.shape == x.shape else None
         out = _kernels().glif_bwd(
-            grad_spike,
-            grad_v_last,
-            grad_u_seq,
-            x,
-            v0,
-            s0,
-            u_seq,
-            *params,
-            grad_s_last=grad_s_last,
-            t0=t0,
-            channel_dim=channel_dim,
-            gate_mode=gate_mode,
-            surrogate_id=surrogate_id,
-            sg_alpha=sg_alpha,
-            detach_reset=detach_reset,
-        )
-        # the launcher returns the seven [C] gradients as views of one reduced buffer;
-        # a custom op's outputs may not alias each other
-        out = [*out[:3], *(g.clone() for g in out[3:10]), out[10]]
+            grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, stored, *params,
+            t0=t0, channel_dim=channel_dim, gate_mode=gate_mode, surrogate_id=surrogate_id,
+            sg_alpha=sg_alpha, detach_reset=detach_reset,
+        )  # fmt: skip
     else:
         out = torch_bwd(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq,
                          *params, t0, channel_dim, gate_mode, surrogate_id, sg_alpha,

@@ -10,9 +10,6 @@ kernel forgets to write shows up as a mismatch.
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
 
 import pytest
@@ -52,10 +49,13 @@ def nan_poisoned_buffers(monkeypatch):
 
 @pytest.fixture
 def small_tiles(monkeypatch):
-    """Tiles of 4 elements: many programs along every axis, masks and partial sums exercised."""
-    monkeypatch.setattr(glif, "_FWD_TILE", 4)
-    monkeypatch.setattr(glif, "_BWD_TILE", 4)
+    """Tiles of 8 elements (backward: two "warps" of 4): many programs along every axis, masks,
+    per-warp and per-program partial sums exercised."""
+    monkeypatch.setattr(glif, "_WARP_SIZE", 1)
+    monkeypatch.setattr(glif, "_CONFIG", dict.fromkeys(glif._CONFIG, (4, 2)))
     monkeypatch.setattr(glif, "_MIN_POSITIONS", 2)
+    monkeypatch.setattr(glif, "_FINISH_ROWS", 2)
+    monkeypatch.setattr(glif, "_FINISH_C", 2)
 
 
 @dataclass
@@ -164,37 +164,39 @@ def run_reference(case: Case, sg, detach_reset: bool = False, keep=None):
     )
     grads = torch.autograd.grad(loss, leaves, allow_unused=True)
     grads = [torch.zeros_like(t) if gr is None else gr for t, gr in zip(leaves, grads, strict=True)]
-    outs = {"spike": spike.detach(), "u": u_seq.detach(), "v_last": v_last.detach()}
+    outs = {"spike": spike.detach(), "u": u_seq.detach(), "v_last": v_last.detach(),
+            "s_last": s_last.detach()}  # fmt: skip
     return outs, dict(zip(GRAD_NAMES, grads, strict=True))
 
 
-def run_kernel(case: Case, sg, detach_reset: bool = False, *, grad_spike=None, has_gu=True):
-    """Launcher outputs and gradients for the same loss as :func:`run_reference`."""
+def run_kernel(
+    case: Case, sg, detach_reset: bool = False, *, grad_spike=None, has_gu=True, recompute=False
+):
+    """Launcher outputs and gradients for the same loss as :func:`run_reference`; with
+    ``recompute`` the backward gets no membrane stream (``u_seq=None``) and recomputes it."""
     sid, sg_alpha = fused_surrogate(sg)
     common = dict(t0=case.t0, channel_dim=case.channel_dim, gate_mode=GATE_IDS[case.gate])
     args = (*case.params, case.conduct)
-    spike, v_last, u_seq = glif.glif_fwd(
-        case.x, case.v0, case.s0, *args, surrogate_id=sid, sg_alpha=sg_alpha, store_u=True, **common
+    spike, v_last, s_last, u_seq = glif.glif_fwd(
+        case.x, case.v0, case.s0, *args, store_u=True, **common
     )
     w = case.weights
-    if grad_spike is None:
-        grad_spike = w["spike"].to(v_last.dtype).clone()
-        grad_spike[-1] += w["s_last"]
     grads = glif.glif_bwd(
-        grad_spike,
+        w["spike"] if grad_spike is None else grad_spike,
         w["v_last"],
+        w["s_last"],
         w["u"] if has_gu else None,
         case.x,
         case.v0,
         case.s0,
-        u_seq,
+        None if recompute else u_seq,
         *args,
         surrogate_id=sid,
         sg_alpha=sg_alpha,
         detach_reset=detach_reset,
         **common,
     )
-    outs = {"spike": spike, "u": u_seq, "v_last": v_last}
+    outs = {"spike": spike, "u": u_seq, "v_last": v_last, "s_last": s_last}
     return outs, dict(zip(GRAD_NAMES, grads, strict=True))
 
 
@@ -288,6 +290,18 @@ def test_layouts(step, channel_dim, T, gate, layerwise, tiles, request):
     check(case)
 
 
+@pytest.mark.parametrize(
+    "step, channel_dim",
+    [((1, 3, 300), 1), ((40, 20), 1)],
+    ids=["channel_first_warps_along_inner", "channel_last_warps_along_outer"],
+)
+def test_default_tiles_with_all_warp_sub_tiles(step, channel_dim):
+    """Default tiles where the data fill several warp sub-tiles of a program: along the
+    inner axis (channel-first, inner > one warp's sub-tile) and along the outer axis."""
+    case = make_case(step, channel_dim, 2, gate="soft", seed=19)
+    check(case, surrogate.PiecewiseExp(), detach_reset=True)
+
+
 def test_heaviside_fires_at_exactly_threshold():
     """H(0) = 1 (SpikingJelly's >=). Hard gates a = 1, b = 0 and v0 = s0 = 0 make u_0 = x_0
     exactly, and v_threshold raw 0 makes theta = 0.5 exactly."""
@@ -304,7 +318,12 @@ def test_heaviside_fires_at_exactly_threshold():
     assert out["u"].flatten().tolist() == x.flatten().tolist()
 
 
-def test_mixed_layerwise_and_channelwise_params():
+@pytest.mark.parametrize("tiles", ["default", "small"])
+def test_mixed_layerwise_and_channelwise_params(tiles, request):
+    """Layer-wise gradients among channel-wise ones are summed over every channel block by
+    the finish kernel (with small tiles: several channel sub-blocks and row blocks)."""
+    if tiles == "small":
+        request.getfixturevalue("small_tiles")
     case = make_case((2, 5, 3), 1, 3, seed=3)
     lw = make_case((2, 5, 3), 1, 3, layerwise=True, seed=4)
     case.params[1], case.params[4] = lw.params[1], lw.params[4]  # beta, v_threshold: []
@@ -347,23 +366,73 @@ def test_non_mergeable_input_falls_back_to_copy():
     check(case)
 
 
-def test_no_grad_u_seq_or_v_last():
+@pytest.mark.parametrize(
+    "absent", ["grad_spike", "grad_v_last", "grad_s_last", "grad_u_seq", "all"]
+)
+def test_absent_gradients_are_zero(absent):
+    """Each output gradient may be None (a compile-time zero): same result as a zero tensor
+    and as the reference with that loss term dropped."""
     case = make_case((2, 5, 3), 1, 3, seed=8)
-    case.weights["u"] = torch.zeros_like(case.weights["u"])
-    case.weights["v_last"] = torch.zeros_like(case.weights["v_last"])
-    ref_out, ref_grad = run_reference(case, surrogate.Sigmoid())
-    sid, alpha = fused_surrogate(surrogate.Sigmoid())
-    spike, v_last, u_seq = glif.glif_fwd(
+    names = {"grad_spike": "spike", "grad_v_last": "v_last", "grad_s_last": "s_last",
+             "grad_u_seq": "u"}  # fmt: skip
+    gone = set(names) if absent == "all" else {absent}
+    for name in gone:
+        case.weights[names[name]] = torch.zeros_like(case.weights[names[name]])
+    _, ref_grad = run_reference(case, surrogate.Sigmoid())
+    spike, v_last, s_last, u_seq = glif.glif_fwd(
         case.x, case.v0, case.s0, *case.params, case.conduct,
-        t0=0, channel_dim=1, gate_mode=0, surrogate_id=sid, sg_alpha=alpha, store_u=True,
+        t0=0, channel_dim=1, gate_mode=0, store_u=True,
     )  # fmt: skip
-    grad_spike = case.weights["spike"].clone()
-    grad_spike[-1] += case.weights["s_last"]
+    w = {k: (None if k in gone else case.weights[v]) for k, v in names.items()}
     grads = glif.glif_bwd(
-        grad_spike, None, None, case.x, case.v0, case.s0, u_seq, *case.params, case.conduct,
-        t0=0, channel_dim=1, gate_mode=0, surrogate_id=sid, sg_alpha=alpha, detach_reset=False,
+        w["grad_spike"], w["grad_v_last"], w["grad_s_last"], w["grad_u_seq"],
+        case.x, case.v0, case.s0, u_seq, *case.params, case.conduct,
+        t0=0, channel_dim=1, gate_mode=0, surrogate_id=0, sg_alpha=4.0, detach_reset=False,
     )  # fmt: skip
     assert_close(dict(zip(GRAD_NAMES, grads, strict=True)), ref_grad, **F64_TOL)
+
+
+@pytest.mark.parametrize("detach_reset", [False, True])
+def test_zero_initial_state_flag(detach_reset, small_tiles):
+    """``v0``/``s0`` = None (no tensors, a compile-time zero) equals passing zeros, in both
+    launchers, and equals the reference from a zero state."""
+    case = make_case((2, 5, 3), 1, 3, gate="hard", seed=15)
+    case.v0 = torch.zeros_like(case.v0)
+    case.s0 = torch.zeros_like(case.s0)
+    ref_out, ref_grad = run_reference(case, surrogate.SoftSign(), detach_reset)
+    sid, sg_alpha = fused_surrogate(surrogate.SoftSign())
+    w = case.weights
+    args = (*case.params, case.conduct)
+    kw = dict(t0=0, channel_dim=1, gate_mode=1)
+    for v0, s0 in ((None, None), (case.v0, None), (None, case.s0)):
+        spike, v_last, s_last, u_seq = glif.glif_fwd(case.x, v0, s0, *args, store_u=True, **kw)
+        out = {"spike": spike, "u": u_seq, "v_last": v_last, "s_last": s_last}
+        assert_close(out, ref_out, **F64_TOL)
+        grads = glif.glif_bwd(
+            w["spike"], w["v_last"], w["s_last"], w["u"], case.x, v0, s0, u_seq, *args,
+            surrogate_id=sid, sg_alpha=sg_alpha, detach_reset=detach_reset, **kw,
+        )  # fmt: skip
+        assert_close(dict(zip(GRAD_NAMES, grads, strict=True)), ref_grad, **F64_TOL)
+
+
+def test_parameter_gradients_are_separate_tensors():
+    """No parameter gradient is a view of a shared buffer (a custom op's outputs may not
+    alias); each is shaped and typed like its parameter, float32 parameters with float64
+    input included, and layer-wise ones among channel-wise ones are 0-dim."""
+    case = make_case((2, 5, 3), 1, 3, seed=16)
+    lw = make_case((2, 5, 3), 1, 3, layerwise=True, seed=16)
+    case.params[2], case.params[5] = lw.params[2], lw.params[5].float()  # gamma [], V_L [] f32
+    case.params[0] = case.params[0].float()
+    ref_out, ref_grad = run_reference(case, surrogate.Sigmoid())
+    _, grad = run_kernel(case, surrogate.Sigmoid())
+    params = [*case.params, case.conduct]
+    for name, p in zip(PARAM_NAMES + ("conduct",), params, strict=True):
+        g = grad[name]
+        assert g.shape == p.shape and g.dtype == p.dtype, (name, g.shape, g.dtype)
+        assert g._base is None, f"{name} is a view"
+        torch.testing.assert_close(g, ref_grad[name].to(p.dtype), rtol=1e-6, atol=1e-7)
+    storages = {grad[n].untyped_storage().data_ptr() for n in (*PARAM_NAMES, "conduct")}
+    assert len(storages) == 8
 
 
 # --------------------------------------------------------------------------- lower precision
@@ -377,7 +446,7 @@ def test_float32():
     out, grad = run_kernel(case, sg)
     for d in (ref_out, out):
         d["spike"], d["u"] = d["spike"] * keep, d["u"] * keep
-        d["v_last"] = d["v_last"] * keep
+        d["v_last"], d["s_last"] = d["v_last"] * keep, d["s_last"] * keep
     assert_close(out, ref_out, atol=1e-6, rtol=1e-6)
     assert_close(grad, ref_grad, atol=1e-5, rtol=1e-5)
 
@@ -421,13 +490,23 @@ def test_deterministic(small_tiles):
 
 def test_store_u_false():
     case = make_case((2, 5, 3), 1, 3, seed=12)
-    kw = dict(t0=0, channel_dim=1, gate_mode=0, surrogate_id=0, sg_alpha=4.0)
+    kw = dict(t0=0, channel_dim=1, gate_mode=0)
     args = (case.x, case.v0, case.s0, *case.params, case.conduct)
-    spike, v_last, u_seq = glif.glif_fwd(*args, store_u=True, **kw)
-    spike2, v_last2, u_empty = glif.glif_fwd(*args, store_u=False, **kw)
+    spike, v_last, s_last, u_seq = glif.glif_fwd(*args, store_u=True, **kw)
+    spike2, v_last2, s_last2, u_empty = glif.glif_fwd(*args, store_u=False, **kw)
     assert u_empty.numel() == 0 and u_empty.dtype == torch.float64
     assert torch.equal(spike, spike2) and torch.equal(v_last, v_last2)
-    assert torch.equal(v_last, u_seq[-1])
+    assert torch.equal(s_last, s_last2) and torch.equal(v_last, u_seq[-1])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_s_last_is_written_by_the_forward_in_the_compute_dtype(dtype):
+    case = make_case((2, 6, 5), 1, 3, seed=17).cast(dtype)
+    kw = dict(t0=0, channel_dim=1, gate_mode=0, store_u=False)
+    spike, v_last, s_last, _ = glif.glif_fwd(case.x, None, None, *case.params, case.conduct, **kw)
+    assert s_last.dtype == torch.float32 == v_last.dtype and s_last.shape == case.x.shape[1:]
+    assert torch.equal(s_last, spike[-1].float()) and spike.dtype == dtype
+    assert torch.equal(s_last, (v_last >= torch.sigmoid(case.params[4])[:, None]).float())
 
 
 @pytest.mark.parametrize("T, step", [(0, (2, 3)), (2, (0, 3)), (2, (2, 3, 0))])
@@ -437,14 +516,14 @@ def test_empty_inputs(T, step):
     v0, s0 = torch.randn(step), torch.zeros(step)
     params = [torch.zeros(3) for _ in range(7)]
     conduct = torch.zeros(T + 1, 3)
-    kw = dict(t0=1, channel_dim=1, gate_mode=0, surrogate_id=0, sg_alpha=4.0)
-    spike, v_last, u_seq = glif.glif_fwd(x, v0, s0, *params, conduct, store_u=True, **kw)
+    kw = dict(t0=1, channel_dim=1, gate_mode=0)
+    spike, v_last, s_last, u_seq = glif.glif_fwd(x, v0, s0, *params, conduct, store_u=True, **kw)
     assert spike.shape == x.shape and u_seq.shape == x.shape and v_last.shape == step
-    assert torch.equal(v_last, v0)  # no steps: the state is unchanged
+    assert torch.equal(v_last, v0) and torch.equal(s_last, s0)  # no steps: state unchanged
     gv = torch.randn(step)
     grads = glif.glif_bwd(
-        torch.zeros_like(x), gv, None, x, v0, s0, u_seq, *params, conduct,
-        detach_reset=False, **kw,
+        torch.zeros_like(x), gv, None, None, x, v0, s0, u_seq, *params, conduct,
+        surrogate_id=0, sg_alpha=4.0, detach_reset=False, **kw,
     )  # fmt: skip
     dx, dv0, ds0, *dparams, dk = grads
     assert dx.shape == x.shape and dv0.dtype == f32 and ds0.shape == step
@@ -453,62 +532,7 @@ def test_empty_inputs(T, step):
     assert dk.shape == conduct.shape and not dk.any()
 
 
-COMPILE_SCRIPT = """
-import inspect
-import triton
-import triton.language as tl
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-
-from sj_glif.kernels import glif
-
-PARAM_PTRS = {"alpha", "beta", "gamma", "tau", "vth", "vl", "vr", "k"}
-
-
-def compile_kernel(fn, consts, xdt, cdt, ones):
-    sig = {}
-    for name in inspect.signature(fn.fn).parameters:
-        if name in consts or name in ones:
-            sig[name] = "constexpr"
-        elif name.endswith("_ptr"):
-            stem = name[:-4]
-            sig[name] = "*" + ("fp32" if stem in PARAM_PTRS else xdt if stem in
-                               ("x", "spike", "dx", "gsp") else cdt)
-        else:
-            sig[name] = "fp32" if name == "sg_alpha" else "i32"
-    values = {**consts, **dict.fromkeys(ones, 1)}
-    names = list(sig)
-    src = ASTSource(fn, sig, constexprs={(names.index(k),): v for k, v in values.items()})
-    triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
-
-
-for xdt, cdt, gate, sid, flags, blocks, ones in [
-    ("fp32", "fp32", 0, 0, (True, True, False), (1, 1, 256), ("sx_i", "sv_i", "ss_i")),
-    ("bf16", "fp32", 1, 7, (False, False, True), (16, 16, 1), ("sx_c", "INNER", "N_IB")),
-    ("fp64", "fp64", 2, 6, (True, False, False), (2, 4, 8), ()),
-]:
-    CDT = tl.float64 if cdt == "fp64" else tl.float32
-    b = dict(CDT=CDT, BLOCK_O=blocks[0], BLOCK_C=blocks[1], BLOCK_I=blocks[2], GATE_MODE=gate)
-    compile_kernel(glif._glif_fwd_kernel, dict(b, STORE_U=True), xdt, cdt, ones)
-    has_gv, has_gu, detach = flags
-    bwd = dict(b, SURROGATE=sid, DETACH_RESET=detach, HAS_GV=has_gv, HAS_GU=has_gu)
-    compile_kernel(glif._glif_bwd_kernel, bwd, xdt, cdt, ones)
-print("compiled")
-"""
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU tests compile the kernels for real")
-def test_kernels_compile_for_sm90():
-    """The interpreter accepts code the compiler rejects: compile ahead of time (no GPU needed,
-    Triton's bundled ptxas), in a fresh process without TRITON_INTERPRET."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    res = subprocess.run(
-        [sys.executable, "-c", COMPILE_SCRIPT], env=env, capture_output=True, text=True
-    )
-    assert res.returncode == 0 and "compiled" in res.stdout, res.stderr[-3000:]
-
-
-def check_large_float32(step, channel_dim, layerwise, device):
+def check_large_float32(step, channel_dim, layerwise, device, recompute=False):
     """A bigger float32 case vs the float32 reference; neurons near threshold are dropped."""
     case = make_case(step, channel_dim, 8, layerwise=layerwise, t0=2, extra_rows=1, seed=13)
     case = case.cast(torch.float32)
@@ -517,8 +541,8 @@ def check_large_float32(step, channel_dim, layerwise, device):
     case, keep = case.to(device), keep.to(device)
     sg = surrogate.Sigmoid()
     ref_out, ref_grad = run_reference(case, sg)
-    out, grad = run_kernel(case, sg)
-    again = run_kernel(case, sg)
+    out, grad = run_kernel(case, sg, recompute=recompute)
+    again = run_kernel(case, sg, recompute=recompute)
     for a, b in zip((out, grad), again, strict=True):
         for name in a:
             assert torch.equal(a[name], b[name]), f"{name}: not deterministic"
@@ -539,8 +563,9 @@ def check_large_float32(step, channel_dim, layerwise, device):
     "step, channel_dim, layerwise",
     [((16, 32, 16, 16), 1, False), ((8, 196, 96), 2, False), ((16, 32, 8, 8), 1, True)],
 )
-def test_gpu_matches_reference_float32(step, channel_dim, layerwise):
-    check_large_float32(step, channel_dim, layerwise, torch.device("cuda"))
+@pytest.mark.parametrize("recompute", [False, True], ids=["stored_u", "recomputed_u"])
+def test_gpu_matches_reference_float32(step, channel_dim, layerwise, recompute):
+    check_large_float32(step, channel_dim, layerwise, torch.device("cuda"), recompute)
 
 
 @pytest.mark.parametrize("gate_mode", ["soft", "coarse"])
@@ -587,21 +612,242 @@ def test_grad_s_last_equals_folding_it_into_the_last_spike_gradient():
     equal adding it to ``grad_spike[T - 1]``; and with T = 0 it is ``ds0`` itself."""
     case = make_case((2, 5, 3), 1, 3, seed=21)
     sid, sg_alpha = fused_surrogate(surrogate.Erf())
-    common = dict(t0=case.t0, channel_dim=1, gate_mode=GATE_IDS[case.gate], surrogate_id=sid,
-                  sg_alpha=sg_alpha)  # fmt: skip
+    common = dict(t0=case.t0, channel_dim=1, gate_mode=GATE_IDS[case.gate])
     args = (*case.params, case.conduct)
-    _, _, u_seq = glif.glif_fwd(case.x, case.v0, case.s0, *args, store_u=True, **common)
+    _, _, _, u_seq = glif.glif_fwd(case.x, case.v0, case.s0, *args, store_u=True, **common)
     w = torch.randn(case.x.shape[1:], dtype=torch.float64)
     g = torch.randn(case.x.shape, dtype=torch.float64)
     folded = g.clone()
     folded[-1] += w
-    common.pop("surrogate_id"), common.pop("sg_alpha")
     kw = dict(surrogate_id=sid, sg_alpha=sg_alpha, detach_reset=False, **common)
-    a = glif.glif_bwd(g, None, None, case.x, case.v0, case.s0, u_seq, *args, grad_s_last=w, **kw)
-    b = glif.glif_bwd(folded, None, None, case.x, case.v0, case.s0, u_seq, *args, **kw)
+    a = glif.glif_bwd(g, None, w, None, case.x, case.v0, case.s0, u_seq, *args, **kw)
+    b = glif.glif_bwd(folded, None, None, None, case.x, case.v0, case.s0, u_seq, *args, **kw)
     for name, p, q in zip(GRAD_NAMES, a, b, strict=True):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12, msg=name)
     empty = case.x[:0]
-    out = glif.glif_bwd(g[:0], None, None, empty, case.v0, case.s0, u_seq[:0], *args,
-                        grad_s_last=w, **kw)  # fmt: skip
+    out = glif.glif_bwd(g[:0], None, w, None, empty, case.v0, case.s0, u_seq[:0], *args, **kw)
     assert torch.equal(out[2], w)
+
+
+# --------------------------------------------------------------------------- final state, chunks
+
+
+def run_kernel_chunked(
+    case: Case, sg, detach_reset: bool, chunks, has_gv: bool, has_gs: bool, recompute=False
+):
+    """The launchers over consecutive chunks of time, state carried forward and the state
+    gradients carried backward (truncated BPTT without truncation). The gradients of the
+    final ``v_last``/``s_last`` are passed as ``None`` when ``has_gv``/``has_gs`` is False."""
+    assert sum(chunks) == case.x.shape[0]
+    sid, sg_alpha = fused_surrogate(sg)
+    args = (*case.params, case.conduct)
+    kw = dict(channel_dim=case.channel_dim, gate_mode=GATE_IDS[case.gate])
+    w = case.weights
+    bounds, t = [], 0
+    for n in chunks:
+        bounds.append((t, t + n))
+        t += n
+    v, s, saved, spikes, us = case.v0, case.s0, [], [], []
+    for a, b in bounds:
+        spike, v_last, s_last, u_seq = glif.glif_fwd(
+            case.x[a:b], v, s, *args, t0=case.t0 + a, store_u=True, **kw
+        )
+        saved.append((v, s, u_seq))
+        spikes.append(spike)
+        us.append(u_seq)
+        v, s = v_last, s_last
+    gv = w["v_last"] if has_gv else None
+    gs = w["s_last"] if has_gs else None
+    dxs, total = [], None
+    for (a, b), (v0, s0, u_seq) in zip(reversed(bounds), reversed(saved), strict=True):
+        dx, gv, gs, *dp = glif.glif_bwd(
+            w["spike"][a:b], gv, gs, w["u"][a:b], case.x[a:b], v0, s0,
+            None if recompute else u_seq, *args,
+            t0=case.t0 + a, surrogate_id=sid, sg_alpha=sg_alpha, detach_reset=detach_reset, **kw,
+        )  # fmt: skip
+        dxs.insert(0, dx)
+        total = dp if total is None else [p + q for p, q in zip(total, dp, strict=True)]
+    outs = {"spike": torch.cat(spikes), "u": torch.cat(us), "v_last": v, "s_last": s}
+    return outs, dict(zip(GRAD_NAMES, [torch.cat(dxs), gv, gs, *total], strict=True))
+
+
+@pytest.mark.parametrize("recompute", [False, True], ids=["stored_u", "recomputed_u"])
+@pytest.mark.parametrize("chunks", [(4,), (1, 3), (2, 1, 1)], ids=lambda c: "-".join(map(str, c)))
+@pytest.mark.parametrize("has_gv", [False, True], ids=["no_gv_last", "gv_last"])
+@pytest.mark.parametrize("has_gs", [False, True], ids=["no_gs_last", "gs_last"])
+@pytest.mark.parametrize("detach_reset", [False, True], ids=["attached", "detach_reset"])
+def test_final_state_gradients_and_chunks(detach_reset, has_gs, has_gv, chunks, recompute):
+    """Every combination of detach_reset x a gradient on the final spike state x a gradient
+    on v_last x chunking matches the float64 reference over the whole sequence. The final
+    spike's gradient enters through ``grad_s_last`` (not folded into ``grad_spike``)."""
+    case = make_case((2, 5, 3), 1, 4, gate="soft", t0=1, extra_rows=1, seed=22)
+    if not has_gv:
+        case.weights["v_last"] = torch.zeros_like(case.weights["v_last"])
+    if not has_gs:
+        case.weights["s_last"] = torch.zeros_like(case.weights["s_last"])
+    sg = surrogate.Sigmoid()
+    ref_out, ref_grad = run_reference(case, sg, detach_reset)
+    out, grad = run_kernel_chunked(case, sg, detach_reset, chunks, has_gv, has_gs, recompute)
+    assert_close(out, ref_out, **F64_TOL)
+    assert_close(grad, ref_grad, **F64_TOL)
+
+
+# --------------------------------------------------------------------------- host work
+
+
+class _Recorder:
+    """Stands in for a ``@triton.jit`` kernel: counts ``kernel[grid](...)`` launches."""
+
+    def __init__(self, name: str, launches: list[str]):
+        self.name, self.launches = name, launches
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.launches.append(self.name)
+
+
+@pytest.mark.parametrize("layerwise", [False, True])
+def test_launches_and_host_ops(monkeypatch, layerwise):
+    """A training step's forward is one launch and its backward two (kernel + finish), and
+    the launchers run no torch computation of their own: only allocations and views (no
+    filled zero state, no copies, no host reductions, no clones)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    monkeypatch.setattr(glif, "_empty", torch.empty)  # not the NaN-filling test allocator
+    launches: list[str] = []
+    for name in ("_glif_fwd_kernel", "_glif_bwd_kernel", "_glif_finish_kernel"):
+        monkeypatch.setattr(glif, name, _Recorder(name, launches))
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.add(str(func.overloadpacket.__name__))
+            return func(*args, **(kwargs or {}))
+
+    case = make_case((2, 6, 5), 1, 3, layerwise=layerwise, seed=18).cast(torch.bfloat16)
+    args = (*case.params, case.conduct)
+    kw = dict(t0=0, channel_dim=1, gate_mode=0)
+    u = torch.empty(case.x.shape)
+    with Ops() as mode:
+        glif.glif_fwd(case.x, None, None, *args, store_u=True, **kw)
+        glif.glif_bwd(
+            case.weights["spike"], None, None, None, case.x, None, None, u, *args,
+            surrogate_id=0, sg_alpha=4.0, detach_reset=False, **kw,
+        )  # fmt: skip
+    assert launches == ["_glif_fwd_kernel", "_glif_bwd_kernel", "_glif_finish_kernel"]
+    assert mode.ops <= {"empty", "view"}, mode.ops
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_op_channel_last_minus_one_matches_torch_path(dtype):
+    """``glif_multi_step(channel_dim=-1, backend="triton")`` (the op's Triton branches: one
+    forward launch, s_last from the kernel, separate gradients) equals the torch path."""
+    from sj_glif import glif_multi_step
+
+    case = make_case((2, 3, 5), 2, 3, gate="hard", seed=20)
+    x = case.x.to(dtype)
+
+    def run(backend):
+        leaves = [p.clone().requires_grad_() for p in (*case.params, case.conduct)]
+        xr = x.clone().requires_grad_()
+        names = (*PARAM_NAMES, "conduct")
+        out = glif_multi_step(
+            xr, channel_dim=-1, gate_mode="hard", backend=backend, detach_reset=True,
+            **dict(zip(names, leaves, strict=True)),
+        )  # fmt: skip
+        loss = (out.spike_seq.double() * case.weights["spike"]).sum()
+        loss = loss + (out.v_last * case.weights["v_last"]).sum()
+        loss = loss + (out.s_last * case.weights["s_last"]).sum()
+        loss.backward()
+        return out, [xr.grad, *(p.grad for p in leaves)]
+
+    out_t, grads_t = run("torch")
+    out_k, grads_k = run("triton")
+    assert torch.equal(out_k.spike_seq, out_t.spike_seq)
+    assert out_k.s_last.dtype == out_t.s_last.dtype and torch.equal(out_k.s_last, out_t.s_last)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out_k.v_last, out_t.v_last, **tol)
+    for name, a, b in zip(("x", *PARAM_NAMES, "conduct"), grads_k, grads_t, strict=True):
+        if dtype == torch.bfloat16 and name == "x":
+            tol_x = dict(rtol=1e-2, atol=1e-2)  # dx is rounded to bfloat16 by both paths
+            torch.testing.assert_close(a.double(), b.double(), **tol_x, msg=name)
+        else:
+            torch.testing.assert_close(a, b, **tol, msg=name)
+
+
+# --------------------------------------------------------------------------- recomputed membrane
+
+
+@pytest.mark.parametrize("T", [1, 4, 6, 9], ids=lambda t: f"T{t}")
+@pytest.mark.parametrize(
+    "gate, detach_reset, step, channel_dim, tiles",
+    [
+        ("soft", False, (2, 5, 3, 2), 1, "small"),
+        ("hard", True, (2, 4, 7), 2, "small"),
+        ("coarse", False, (2, 5, 3, 2), 1, "default"),
+    ],
+)
+def test_recomputed_membrane(gate, detach_reset, step, channel_dim, tiles, T, request):
+    """``u_seq=None``: the backward recomputes the membrane (a checkpoint every
+    ``_SEGMENT`` steps, replays from it): every gradient equals the float64 reference, for T
+    below, at and across segment boundaries."""
+    assert glif.BWD_RECOMPUTES_U and glif._SEGMENT == 4
+    if tiles == "small":
+        request.getfixturevalue("small_tiles")
+    case = make_case(step, channel_dim, T, gate=gate, t0=1, extra_rows=1, seed=23)
+    sg = surrogate.SuperSpike()
+    ref_out, ref_grad = run_reference(case, sg, detach_reset)
+    out, grad = run_kernel(case, sg, detach_reset, recompute=True)
+    assert_close(out, ref_out, **F64_TOL)
+    assert_close(grad, ref_grad, **F64_TOL)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_recomputed_membrane_equals_stored_bitwise(dtype):
+    """In low precision the recomputed membrane must round exactly like the forward's (the
+    same code computes both): gradients with and without the stored stream are equal. On a
+    CUDA machine this runs the compiled kernels (where the compiler could round the two
+    differently); here, the interpreter."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    case = make_case((4, 8, 17), 1, 7, seed=24).cast(dtype).to(device)
+    sg = surrogate.Sigmoid()
+    _, stored = run_kernel(case, sg, has_gu=False)
+    _, recomputed = run_kernel(case, sg, has_gu=False, recompute=True)
+    for name in stored:
+        assert torch.equal(stored[name], recomputed[name]), name
+
+
+def test_bwd_op_recomputes_an_unstored_membrane():
+    """``sj_glif::glif_bwd`` on the Triton branch given the forward's empty ``u_seq``
+    placeholder (``store_u=False``) recomputes the membrane: same gradients as with it."""
+    from sj_glif import ops  # noqa: F401  (registers the sj_glif op pair)
+
+    case = make_case((2, 5, 3), 1, 6, seed=25)
+    params = (*case.params, case.conduct)
+    flags = (0, 1, 0, 0, 4.0, False)  # t0, channel_dim, gate_mode, surrogate_id, sg_alpha, detach
+    fwd = torch.ops.sj_glif.glif_fwd
+    _, _, _, u_seq = fwd(case.x, case.v0, case.s0, *params, *flags, True, "triton")
+    _, _, _, empty = fwd(case.x, case.v0, case.s0, *params, *flags, False, "triton")
+    assert empty.numel() == 0 and glif.BWD_RECOMPUTES_U
+    w = case.weights
+    grads = [
+        torch.ops.sj_glif.glif_bwd(
+            w["spike"],
+            w["v_last"],
+            w["s_last"],
+            None,
+            case.x,
+            case.v0,
+            case.s0,
+            u,
+            *params,
+            *flags,
+            "triton",
+        )  # fmt: skip
+        for u in (u_seq, empty)
+    ]
+    for name, a, b in zip(GRAD_NAMES, *grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
