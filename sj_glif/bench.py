@@ -69,10 +69,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # the case the summary and the figure show, per device type ([T, B, C, H, W])
 HEADLINE = {"cuda": (8, 32, 128, 32, 32), "cpu": (8, 16, 64, 16, 16)}
 COPY_BYTES = 2**30
-# kernels/glif.py keeps the float32 membrane stream for backward (ops.glif_multi_step sets
-# store_u when training on Triton): its forward writes it and its backward reads it.
-# tests/test_bench.py checks this against what the op saves.
-TRITON_STORES_U = True
+# Whether the Triton training forward keeps a float32 membrane stream for backward. It
+# does not: the backward recomputes the membrane from x (kernels/glif.py,
+# BWD_RECOMPUTES_U). tests/test_bench.py checks this against what the op saves.
+TRITON_STORES_U = False
 
 
 @dataclass

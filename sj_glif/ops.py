@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import inspect
 import os
 import warnings
 from typing import NamedTuple
@@ -159,22 +158,9 @@ def _kernels():
 
 
 @functools.cache
-def _launcher_takes_none() -> bool:
-    """Whether the Triton launchers take ``None`` for a zero state / gradient (the
-    launcher API without ``surrogate_id`` in ``glif_fwd``); older ones need tensors."""
-    return "surrogate_id" not in inspect.signature(_kernels().glif_fwd).parameters
-
-
-@functools.cache
 def _triton_bwd_recomputes_u() -> bool:
     """Whether the Triton backward recomputes the membrane (accepts ``u_seq=None``)."""
     return bool(getattr(_kernels(), "BWD_RECOMPUTES_U", False))
-
-
-def _zeros_if_none(t: Tensor | None, shape: torch.Size, like: Tensor) -> Tensor:
-    if t is not None:
-        return t
-    return torch.zeros(shape, dtype=compute_dtype(like.dtype), device=like.device)
 
 
 def _fwd_impl(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,
@@ -182,8 +168,6 @@ def _fwd_impl(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_s
               store_u, impl):  # fmt: skip
     """The forward of every fused implementation: ``(spike_seq, v_last, s_last, u_seq)``.
     ``v0``/``s0`` None mean a zero state; ``u_seq`` is empty without ``store_u``."""
-    if impl == "triton" and not _launcher_takes_none():
-        v0, s0 = _zeros_if_none(v0, x.shape[1:], x), _zeros_if_none(s0, x.shape[1:], x)
     args = (x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
     if impl == "triton":
         # one launch; s_last (compute dtype) is written by the kernel, so that its gradient
@@ -199,16 +183,11 @@ def _bwd_impl(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq
               gate_mode, surrogate_id, sg_alpha, detach_reset, impl):  # fmt: skip
     """The backward of every fused implementation: the 11 input gradients ``(dx, dv0,
     ds0, d_alpha … d_v_subreset, d_conduct)``; a None incoming gradient is zero."""
-    if impl == "triton" and not _launcher_takes_none():
-        step = x.shape[1:]
-        v0, s0 = _zeros_if_none(v0, step, x), _zeros_if_none(s0, step, x)
-        if grad_spike is None:
-            grad_spike = torch.zeros_like(x)
     params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
     if impl == "triton":
         # two launches; every gradient is a tensor of its own (outputs may not alias). A
         # membrane stream not stored (the empty placeholder) is recomputed by the kernel.
-        stored = u_seq if u_seq.shape == x.shape else None
+        stored = u_seq if u_seq is not None and u_seq.shape == x.shape else None
         out = _kernels().glif_bwd(
             grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, stored, *params,
             t0=t0, channel_dim=channel_dim, gate_mode=gate_mode, surrogate_id=surrogate_id,
@@ -720,8 +699,6 @@ def glif_multi_step(
     # torch backward recomputes it from the input, so training keeps only x (and the
     # initial state) alive
     store_u = store_v_seq or (needs_grad and impl == "triton" and not _triton_bwd_recomputes_u())
-    if impl == "triton" and not _launcher_takes_none():  # once here, not again in backward
-        v0, s0 = _zeros_if_none(v0, step_shape, x_seq), _zeros_if_none(s0, step_shape, x_seq)
     args = (x_seq, v0, s0, *params.values(), t0, cd, _GATE_IDS[gate_mode], sid, sg_alpha,
             detach_reset, store_u, impl)  # fmt: skip
     if torch.compiler.is_compiling():  # the op: torch.compile sees GLIF as one node
