@@ -550,16 +550,16 @@ class GLIFNode(LazyModuleMixin, NodeCompat, neuron.BaseNode):
         return (out.spike_seq,), new_states
 
     def multi_step_forward(self, x_seq: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        self._check_input(x_seq, "m")
+        step, cdt = x_seq[0], compute_dtype(x_seq.dtype)
+        v, spike, t = self._memories.values()
         # a fresh (numeric) state goes to the op as a number: a zero state costs no tensor
-        memories = tuple(self._memories.values())
-        states = self.materialize_states((x_seq,), memories, "m")
-        states = (
-            tuple(
-                m if isinstance(m, (int, float)) and not isinstance(m, bool) else s
-                for m, s in zip(memories[:2], states[:2], strict=True)
-            )
-            + states[2:]
-        )
+        states = tuple(
+            m
+            if isinstance(m, (int, float)) and not isinstance(m, bool)
+            else self._state(m, step, cdt, name)
+            for m, name in ((v, "v"), (spike, "spike"))
+        ) + (t,)
         out, new_states = self._run(x_seq, states, store_v_seq=self.store_v_seq)
         for name, value in zip(self._memories, new_states, strict=True):
             self._memories[name] = value

@@ -151,6 +151,7 @@ def implementation_for(
 # --------------------------------------------------------------------------- implementations
 
 
+@functools.cache
 def _kernels():
     from .kernels import glif  # noqa: PLC0415  (imports triton; only when used)
 
