@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--full", action="store_true",
         help="the long version: more epochs, 5 seeds (unless --seeds), a learning-rate sweep, "
-        "ablations on both temporal tasks (about an hour on 2 CPU cores)",
+        "ablations on both temporal tasks (several times the default run's time)",
     )  # fmt: skip
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 200 train / 100 test, 1 epoch, 1 seed"

@@ -24,7 +24,7 @@ def plot_learning_curves(tasks: dict[str, dict[str, Any]], path: Path, title: st
     x/÷ geometric-std band, which stays positive (an arithmetic ± std band can reach 0 or
     below, which a log axis cannot show)."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
+    from matplotlib.ticker import LogFormatter, MaxNLocator
 
     names = list(tasks)
     fig = Figure(figsize=(4.6 * len(names), 6.4), layout="constrained")
@@ -55,8 +55,9 @@ def plot_learning_curves(tasks: dict[str, dict[str, Any]], path: Path, title: st
         ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)")
         ax_loss.set(xlabel="epoch", ylabel="train loss (cross-entropy)")
         ax_loss.set_yscale("log")
-        ax_loss.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax_loss.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        # plain numbers (0.5, 1, 2), not 2x10^0; minor labels only where few decades
+        ax_loss.yaxis.set_major_formatter(LogFormatter())
+        ax_loss.yaxis.set_minor_formatter(LogFormatter(minor_thresholds=(2, 0.5)))
         for ax in (ax_acc, ax_loss):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlim(0.5, acc.shape[1] + 0.5)
@@ -201,8 +202,9 @@ def plot_traces(traces: dict[str, dict], path: Path, title: str) -> bool:
             for n, c in enumerate(picked):
                 color = f"C{n}"
                 extra = f", d={tr[lname]['decay'][c]:.2f}" if "decay" in tr[lname] else ""
+                k = int(s[:, c].sum())
                 ax.plot(t, rel[:, n], color=color, lw=1.2,
-                        label=f"ch {c}: {int(s[:, c].sum())} spikes{extra}")  # fmt: skip
+                        label=f"ch {c}: {k} spike{'' if k == 1 else 's'}{extra}")  # fmt: skip
                 fired = np.nonzero(s[:, c] > 0)[0]  # spike ticks in a band above the data
                 ax.plot(fired, np.full(len(fired), top + step * (n + 1)), ls="", marker="|",
                         color=color, ms=6, mew=1.5)  # fmt: skip
