@@ -104,7 +104,7 @@ def test_frozen_parameters_not_in_optimizer() -> None:
 
 def test_quick_demo_every_task_with_ablation(tmp_path: Path, capsys) -> None:
     out = tmp_path / "demo"
-    s = _tiny(out, freeze=(("decay",), ("gates", "conduct")))
+    s = _tiny(out, freeze=(("decay",), ("gates", "conduct")), ablation_tasks=("mnist1d",))
     result = demo.run_demo(s)
     files = set(result["files"])
     for name in ("mnist1d", "seq-digits", "static-digits"):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .models import FREEZE_PARTS, NEURONS
 from .run import BATCH, EPOCHS, FULL_EPOCHS, SWEEP_LRS, Settings, default_jobs, run_demo
-from .tasks import TASKS, DemoError
+from .tasks import TASKS, TEMPORAL, DemoError
 
 __all__ = ["add_arguments", "main", "settings_from_args"]
 
@@ -57,17 +57,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ) + "; 'none' for no ablation (default: decay,gates,conduct)",
     )  # fmt: skip
     parser.add_argument(
-        "--ablation-tasks", nargs="+", choices=TASKS, default=["mnist1d"],
-        help="tasks that get the --freeze variants (default: mnist1d; with --full: the "
-        "temporal tasks mnist1d seq-digits)",
+        "--ablation-tasks", nargs="+", choices=TASKS, default=list(TEMPORAL),
+        help=f"tasks that get the --freeze variants (default: {' '.join(TEMPORAL)})",
     )  # fmt: skip
     parser.add_argument("--T", type=int, default=4,
                         help="time steps of static-digits (default: 4); the temporal tasks' T "
                         "is their sequence length (mnist1d 40, seq-digits 8)")  # fmt: skip
     parser.add_argument(
         "--full", action="store_true",
-        help="the long version: more epochs, 5 seeds (unless --seeds), a learning-rate sweep, "
-        "ablations on both temporal tasks (several times the default run's time)",
+        help="the long version: more epochs, 5 seeds (unless --seeds), a learning-rate sweep "
+        "(several times the default run's time)",
     )  # fmt: skip
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 200 train / 100 test, 1 epoch, 1 seed"
@@ -106,12 +105,8 @@ def _freeze(text: str) -> tuple[tuple[str, ...], ...]:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """The parsed command line as checked :class:`Settings` fields (DemoError if bad)."""
     seeds = args.seeds
-    ablation = tuple(args.ablation_tasks)
-    if args.full:
-        if seeds == 3:  # the default; an explicit --seeds wins
-            seeds = 5
-        if args.ablation_tasks == ["mnist1d"]:
-            ablation = ("mnist1d", "seq-digits")
+    if args.full and seeds == 3:  # the default; an explicit --seeds wins
+        seeds = 5
     return Settings(
         out_dir=Path(args.out),
         tasks=tuple(args.tasks),
@@ -122,7 +117,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         lr=args.lr,
         static_T=args.T,
         freeze=_freeze(args.freeze),
-        ablation_tasks=ablation,
+        ablation_tasks=tuple(args.ablation_tasks),
         sweep=args.sweep,
         full=args.full,
         quick=args.quick,

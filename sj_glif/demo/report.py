@@ -255,7 +255,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "device": str(device),
         "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": _cpu_name(),
         "cpu_count": cpus,
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -277,3 +277,15 @@ def _version(dist: str, module: Any = None) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return getattr(module, "__version__", None)
+
+
+def _cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo where there is one, else the architecture."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -64,7 +64,7 @@ class Settings:
     lr: float | None = None  # None: each neuron's own (DEFAULT_LRS, or the sweep's)
     static_T: int = 4
     freeze: tuple[tuple[str, ...], ...] = DEFAULT_FREEZE
-    ablation_tasks: tuple[str, ...] = ("mnist1d",)
+    ablation_tasks: tuple[str, ...] = TEMPORAL
     sweep: bool = False
     full: bool = False
     quick: bool = False
@@ -205,13 +205,18 @@ def _run_jobs(jobs: list[_Job], tasks: dict[str, Task], s: Settings, what: str) 
             torch.set_num_threads(old)
     else:
         # spawn: a clean interpreter per worker (no forked thread pools)
-        with ProcessPoolExecutor(min(s.jobs, len(jobs)), mp_context=get_context("spawn")) as ex:
+        ex = ProcessPoolExecutor(min(s.jobs, len(jobs)), mp_context=get_context("spawn"))
+        try:
             futs = {
                 ex.submit(_work, job, tasks[job.task], s.device, s.threads): i
                 for i, job in enumerate(jobs)
             }
             for f in as_completed(futs):
                 report(futs[f], f.result())
+        except BaseException:  # Ctrl-C or a failed run: start nothing more
+            ex.shutdown(wait=False, cancel_futures=True)
+            raise
+        ex.shutdown()
     return results  # type: ignore[return-value]
 
 
@@ -276,7 +281,12 @@ def run_demo(settings: Settings) -> dict[str, Any]:
     ``results.md``, ``results.json``, ``learning_curves.png``, and per task with GLIF
     ``glif_parameters_<task>.png`` and, for temporal tasks with GLIF and LIF,
     ``traces_<task>.png`` (plus ``lr_sweep.md``/``.json`` with ``sweep``/``full``) to
-    ``settings.out_dir``. Returns the contents of ``results.json``."""
+    ``settings.out_dir``. Returns the contents of ``results.json``.
+
+    With ``jobs > 1`` the runs go to spawned worker processes, which import the caller's
+    main module: call it from under ``if __name__ == "__main__":`` in a script (the
+    ``sj-glif`` command does). On the CPU, with one thread per process, the numbers are
+    bitwise the same for any ``jobs``; on a GPU, cuDNN/cuBLAS may differ in the last bits."""
     s = settings
     dev = check_settings(s)
     t_start = time.perf_counter()
