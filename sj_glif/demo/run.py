@@ -37,11 +37,11 @@ __all__ = ["DEFAULT_LRS", "Settings", "check_settings", "run_demo"]
 # bench/results/demo/lr_sweep.md (``sj-glif demo --sweep``: default epochs, 2 seeds,
 # selected on a validation split of the training set, never on the test set).
 DEFAULT_LRS: dict[str, dict[str, float]] = {
-    "mnist1d": {"glif": 1e-1, "lif": 3e-1, "plif": 1e-1},
-    "seq-digits": {"glif": 1e-2, "lif": 1e-2, "plif": 1e-2},
-    "static-digits": {"glif": 1e-2, "lif": 1e-2, "plif": 1e-2},
+    "mnist1d": {"glif": 0.3, "lif": 1.0, "plif": 0.3},
+    "seq-digits": {"glif": 0.3, "lif": 0.01, "plif": 1.0},
+    "static-digits": {"glif": 0.01, "lif": 0.03, "plif": 0.01},
 }
-SWEEP_LRS = (3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+SWEEP_LRS = (3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 SWEEP_SEEDS = 2
 # per task: (epochs, batch size) of the default run and of --full
 EPOCHS = {"mnist1d": 10, "seq-digits": 20, "static-digits": 10}
