@@ -24,7 +24,7 @@ def plot_learning_curves(tasks: dict[str, dict[str, Any]], path: Path, title: st
     x/÷ geometric-std band, which stays positive (an arithmetic ± std band can reach 0 or
     below, which a log axis cannot show)."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import LogFormatter, MaxNLocator
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     names = list(tasks)
     fig = Figure(figsize=(4.6 * len(names), 6.4), layout="constrained")
@@ -55,9 +55,10 @@ def plot_learning_curves(tasks: dict[str, dict[str, Any]], path: Path, title: st
         ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)")
         ax_loss.set(xlabel="epoch", ylabel="train loss (cross-entropy)")
         ax_loss.set_yscale("log")
-        # plain numbers (0.5, 1, 2), not 2x10^0; minor labels only where few decades
-        ax_loss.yaxis.set_major_formatter(LogFormatter())
-        ax_loss.yaxis.set_minor_formatter(LogFormatter(minor_thresholds=(2, 0.5)))
+        # ticks at 1, 2, 5 x 10^k, written as plain numbers (0.05, 1, 2; not 2x10^0)
+        ax_loss.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax_loss.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax_loss.yaxis.set_minor_formatter(NullFormatter())
         for ax in (ax_acc, ax_loss):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlim(0.5, acc.shape[1] + 0.5)
