@@ -258,6 +258,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         "processor": _cpu_name(),
         "cpu_count": cpus,
         "torch_threads": torch.get_num_threads(),
+        # other work on the machine slows every timing: the 1-minute load at the start
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "spikingjelly": _version("spikingjelly", spikingjelly),

@@ -431,7 +431,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"- date: {env['date']}",
         f"- machine: {machine}, {env['platform']}, {env['cpu_count']} CPU(s); device "
-        f"{env['device']}; {args['jobs']} process(es) x {args['threads']} torch thread(s)",
+        f"{env['device']}; {args['jobs']} process(es) x {args['threads']} torch thread(s); "
+        f"load average at the start {env.get('load_average')}",
         f"- versions: python {env['python']}, torch {env['torch']}, spikingjelly "
         f"{env['spikingjelly']}, sj-glif {env['sj_glif']}, numpy {env['numpy']}, "
         f"scikit-learn {env['scikit-learn']}, mnist1d {env['mnist1d']}, "
