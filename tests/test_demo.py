@@ -223,7 +223,7 @@ def test_ablation_sentence_names_what_matters() -> None:
     assert text == (
         "Ablation on task A (GLIF 74.0 ± 0.7 %): freezing the decay (tau, a) costs 12.5 points "
         "(61.5 ± 1.0 %), down to the level of PLIF (62.0 ± 0.2 %); freezing the conductance "
-        "k_t changes nothing beyond the seeds' spread (+0.2 points). The learned part that "
+        "k_t changes nothing beyond the seeds' spread (-0.2 points). The learned part that "
         "matters most here: the decay (tau, a)."
     )
     summary.pop("glif-freeze-decay")

@@ -168,7 +168,7 @@ def ablation_sentence(title: str, summary: dict[str, dict[str, Any]]) -> str:
         d = 100 * (glif["final_acc_mean"] - s["final_acc_mean"])
         if abs(d) < 0.05 or (not one_seed and _tie(glif, s)):
             parts.append(f"freezing the {what} changes nothing beyond the seeds' spread "
-                         f"({d:+.1f} points)")  # fmt: skip
+                         f"({-d:+.1f} points)")  # fmt: skip
             continue
         if d > 0:
             costs.append((d, what))
