@@ -432,7 +432,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"- date: {env['date']}",
         f"- machine: {machine}, {env['platform']}, {env['cpu_count']} CPU(s); device "
         f"{env['device']}; {args['jobs']} process(es) x {args['threads']} torch thread(s); "
-        f"load average at the start {env.get('load_average')}",
+        f"1-minute load average at the start {_load_text(env.get('load_average'))}",
         f"- versions: python {env['python']}, torch {env['torch']}, spikingjelly "
         f"{env['spikingjelly']}, sj-glif {env['sj_glif']}, numpy {env['numpy']}, "
         f"scikit-learn {env['scikit-learn']}, mnist1d {env['mnist1d']}, "
@@ -479,6 +479,10 @@ def markdown(result: dict[str, Any]) -> str:
                 lines += [f"![{what}]({f})", ""]
     lines += ["## Learning curves", "", "![learning curves](learning_curves.png)", ""]
     return "\n".join(lines)
+
+
+def _load_text(v: float | None) -> str:
+    return "unknown" if v is None else f"{v:.1f}"
 
 
 def default_jobs(device: str) -> int:
