@@ -269,6 +269,23 @@ def test_bad_arguments_one_line_exit_2(argv, message, tmp_path: Path, capsys) ->
     assert not out.exists()  # checked before any work
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
+        (["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
+        (["--tasks", "cifar10"], "argument --tasks: invalid choice: 'cifar10'"),
+    ],
+)
+def test_unparsable_arguments_one_line_exit_2(argv, message, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli.main(["demo", *argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sj-glif demo: error: ") and message in err
+    assert err.count("\n") == 1 and "usage:" not in err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
 def test_cuda_unavailable(tmp_path: Path, capsys) -> None:
     assert cli.main(["demo", "--device", "cuda", "--out", str(tmp_path / "o")]) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from .models import FREEZE_PARTS, NEURONS
 from .run import BATCH, EPOCHS, FULL_EPOCHS, SWEEP_LRS, Settings, default_jobs, run_demo
@@ -21,6 +22,12 @@ def _per_task(d: dict[str, int]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``sj-glif demo`` options (every default is in its help text)."""
+
+    def one_line_error(message: str) -> NoReturn:  # argparse prints usage first; one line
+        print(f"sj-glif demo: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+    parser.error = one_line_error  # type: ignore[method-assign]
     parser.epilog = (
         "Training GLIF on CIFAR-10/100 with the paper's recipe is `sj-glif train`, not the demo."
     )
