@@ -63,7 +63,7 @@ def test_help(sub, capsys):
     if sub == ["bench"]:
         assert "--quick" in out and "--providers" in out
     if sub == ["demo"]:
-        assert "--data" in out and "--device" in out
+        assert "--freeze" in out and "--device" in out and "--data" not in out
 
 
 def test_bench_help_gives_every_default():
