@@ -27,6 +27,7 @@ import torch
 from spikingjelly.activation_based import surrogate as sj_surrogate
 from torch import Tensor
 
+from . import cpu
 from .reference import GATE_MODES, compute_dtype, glif_reference
 from .surrogates import fused_surrogate
 from .torch_path import torch_bwd, torch_fwd
@@ -39,7 +40,7 @@ __all__ = [
     "implementation_for",
 ]
 
-BACKENDS = ("auto", "triton", "torch")
+BACKENDS = ("auto", "triton", "torch", "cpp")
 ENV_VAR = "SJ_GLIF_IMPLEMENTATION"
 PARAM_NAMES = (
     "alpha",
@@ -86,6 +87,13 @@ def _env_backend() -> str:
     return os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
 
 
+@torch.compiler.assume_constant_result
+def _cpp_unavailable() -> str:
+    """Why the fused C++ CPU implementation cannot run ("" if it can); builds it on the
+    first call of the process (sj_glif.cpu caches the outcome)."""
+    return cpu.unavailable_reason() or ""
+
+
 def implementation_for(
     device: torch.device | str,
     backend: str = "auto",
@@ -95,21 +103,25 @@ def implementation_for(
 
     Args:
         device: the device of the input, e.g. ``"cuda:0"`` or ``torch.device("cpu")``.
-        backend: ``"auto"`` (default), ``"triton"`` or ``"torch"``; the environment
-            variable ``SJ_GLIF_IMPLEMENTATION`` (same values), when set to anything
-            but ``auto``, overrides it.
+        backend: ``"auto"`` (default: Triton on CUDA; on the CPU the fused C++
+            implementation if it builds, else the PyTorch path), ``"triton"``, ``"torch"``
+            or ``"cpp"`` (the fused C++ CPU implementation, built on first use); the
+            environment variable ``SJ_GLIF_IMPLEMENTATION`` (same values), when set to
+            anything but ``auto``, overrides it.
         surrogate_function: the surrogate in use; ``None`` means a fused one.
 
     Returns:
-        ``(name, reason)`` with name one of ``"triton"``, ``"torch"``, ``"reference"``.
+        ``(name, reason)`` with name one of ``"triton"``, ``"cpp"``, ``"torch"``,
+        ``"reference"``.
 
     Raises:
-        ValueError: unknown backend, or ``"triton"`` requested where it cannot run.
+        ValueError: unknown backend, or ``"triton"``/``"cpp"`` requested where it cannot run
+            (for ``"cpp"``: not a CPU tensor, or the build failed; the message says why).
 
     Example::
 
         >>> implementation_for("cpu")
-        ('torch', "backend='auto' on cpu: the PyTorch path (Triton runs on CUDA)")
+        ('cpp', "backend='auto' on cpu: the fused C++ CPU implementation")
     """
     device = torch.device(device)
     if backend not in BACKENDS:
@@ -128,6 +140,13 @@ def implementation_for(
         )
     if backend == "torch":
         return "torch", f"{source}: the PyTorch path"
+    if backend == "cpp":
+        if device.type != "cpu":
+            raise ValueError(f"{source} runs on the CPU, got a tensor on {device}")
+        why = _cpp_unavailable()
+        if why:
+            raise ValueError(f"{source} but the fused C++ CPU implementation is unavailable: {why}")
+        return "cpp", f"{source}: the fused C++ CPU implementation"
     if backend == "triton":
         if not _triton_available():
             raise ValueError(f"{source} but triton is not installed")
@@ -143,6 +162,11 @@ def implementation_for(
         if _triton_available():
             return "triton", f"{source} on {device}: fused Triton kernels"
         return "torch", f"{source} on {device}: triton is not installed, the PyTorch path"
+    if device.type == "cpu":
+        why = _cpp_unavailable()
+        if not why:
+            return "cpp", f"{source} on cpu: the fused C++ CPU implementation"
+        return "torch", f"{source} on cpu: the PyTorch path (C++ implementation unavailable: {why})"
     return "torch", f"{source} on {device.type}: the PyTorch path (Triton runs on CUDA)"
 
 
@@ -192,6 +216,8 @@ def _glif_fwd_op(
         # backward unrounded by a 16-bit spike dtype
         s_last = spike_seq[-1].to(compute_dtype(x.dtype), copy=True)
         return spike_seq, v_last, s_last, u_seq
+    if impl == "cpp":
+        return cpu.cpp_fwd(*args, t0, channel_dim, gate_mode, store_u)
     return torch_fwd(*args, t0, channel_dim, gate_mode, store_u)
 
 
@@ -253,6 +279,10 @@ def _glif_bwd_op(
         # the launcher returns the seven [C] gradients as views of one reduced buffer;
         # a custom op's outputs may not alias each other
         out = [*out[:3], *(g.clone() for g in out[3:10]), out[10]]
+    elif impl == "cpp":
+        out = cpu.cpp_bwd(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq,
+                          *params, t0, channel_dim, gate_mode, surrogate_id, sg_alpha,
+                          detach_reset)  # fmt: skip
     else:
         out = torch_bwd(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq,
                          *params, t0, channel_dim, gate_mode, surrogate_id, sg_alpha,
