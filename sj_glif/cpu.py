@@ -53,12 +53,25 @@ _lock = threading.Lock()
 _result: dict[str, object] = {}  # "ops" on success, "error" (one line) and "log" on failure
 
 
+def _openmp() -> bool:
+    """Whether ATen parallelises with OpenMP here. Its ``at::parallel_for`` is then inline
+    OpenMP code, which runs serially unless the extension is built with -fopenmp; linked
+    so, the extension shares torch's libgomp.so.1 (already loaded, same soname), hence
+    torch's thread pool and ``torch.get_num_threads()``."""
+    return sys.platform.startswith("linux") and "OpenMP" in torch.__config__.parallel_info()
+
+
 def _cflags() -> list[str]:
     if sys.platform == "win32":
-        return ["/O2", "/std:c++17"]
+        return ["/O2", "/std:c++20"]
     native = "-mcpu=native" if platform.machine() in ("arm64", "aarch64") else "-march=native"
     # -fno-trapping-math lets GCC vectorise the selects (spike = u >= theta) in the loops
-    return ["-O3", native, "-fno-trapping-math", "-fno-math-errno", "-fopenmp-simd"]
+    flags = ["-O3", native, "-fno-trapping-math", "-fno-math-errno"]
+    return flags + (["-fopenmp"] if _openmp() else ["-fopenmp-simd"])
+
+
+def _ldflags() -> list[str]:
+    return ["-fopenmp"] if _openmp() and sys.platform != "win32" else []
 
 
 def _cpu_signature() -> str:
@@ -79,7 +92,7 @@ def build_directory() -> Path:
     key = hashlib.sha256()
     for part in (
         SOURCE.read_bytes(),
-        " ".join(_cflags()).encode(),
+        " ".join(_cflags() + _ldflags()).encode(),
         _cpu_signature().encode(),
         torch.__version__.encode(),
         os.environ.get("CXX", "").encode(),
@@ -120,6 +133,7 @@ def _build():
         name=LIBRARY,
         sources=[str(SOURCE)],
         extra_cflags=_cflags(),
+        extra_ldflags=_ldflags(),
         build_directory=str(directory),
         is_python_module=False,
         verbose=False,

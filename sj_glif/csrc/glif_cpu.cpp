@@ -19,9 +19,11 @@
 //     [T, P] for the conductance), read with the same index as the data.
 // Inner loops run over the contiguous tile axis with `#pragma omp simd` and vectorise.
 //
-// Backward. The membrane is recomputed for the tile (a forward sweep into a [T, cap]
-// scratch buffer) unless the caller stored u_seq. Per-channel parameter sums are kept per
-// lane in the compute dtype over one tile, folded into float64 accumulators per work item
+// Backward. A tile is walked in register blocks of one or two SIMD vectors of neurons: each
+// block recomputes its membranes (a forward sweep into a [T, lanes] scratch buffer, in L1)
+// unless the caller stored u_seq, then runs reverse time with the carried gradients and
+// the per-lane parameter sums in registers. The sums (compute dtype, over T steps) are
+// then folded per tile into float64 accumulators per work item
 // (a fixed run of tiles), and the work items are summed in order at the end: the result
 // depends on the shape only, not on the thread count, and is bitwise reproducible.
 //
@@ -54,7 +56,6 @@ struct AccType<double> {
 };
 
 constexpr int64_t kMaxTile = 256;         // elements per tile
-constexpr int64_t kScratchElems = 32768;  // backward u scratch per tile: T * cap <= this
 constexpr int64_t kMinInner = 16;         // below this, channel-varying ("vector") tiles
 constexpr int kSums = 5;  // per-channel sums: theta, u_prev, u_prev s_prev, u, s_prev
 constexpr int kTh = 0, kUp = 1, kUps = 2, kU = 3, kUs = 4;
@@ -319,57 +320,154 @@ inline void load_state(acc_t* dst, const acc_t* src, int64_t len) {
 
 // ------------------------------------------------------------------------------ backward
 
-// One tile in reverse time. U: membranes u_t (step stride ustride); v0, s0: the initial
-// state (zeros when absent); gspk/gu: gradients of spikes and membranes (stride 0 on a
-// zero buffer when absent). du, gsn in/out: dL/du carried back and -dL/ds_t from the
-// future. accf: per-lane sums, kSums rows then one row per step (du x).
+// Lanes per register block: one 64-byte vector with AVX-512, else two 32-byte ones.
+#ifdef __AVX512F__
+template <typename acc_t>
+constexpr int kLanes = 64 / sizeof(acc_t);
+#else
+template <typename acc_t>
+constexpr int kLanes = 32 / sizeof(acc_t);
+#endif
+
+// n (<= kLanes) neurons through the backward: the membranes recomputed into `scratch`
+// ([T, kLanes]) unless stored (useq, step stride N), then reverse time with the carried
+// gradients and the per-lane sums in registers. Pointers are offset to the block; the
+// coefficient pointers too (read at [0] unless VEC). Writes dx, dv0, ds0 and the block's
+// lanes of accf (kSums rows then one row per step (du x), row stride lstride).
 template <typename scalar_t, typename acc_t, bool VEC, int SID>
-void bwd_tile(const scalar_t* __restrict x, const scalar_t* __restrict gspk, int64_t gstride,
-              const acc_t* __restrict gu, int64_t gustride, const acc_t* __restrict U,
-              int64_t ustride, const acc_t* __restrict v0, const acc_t* __restrict s0,
-              int64_t T, int64_t N, int64_t len, const Tables<acc_t>& tb, int64_t cpos,
-              acc_t a, bool detach, scalar_t* __restrict dx, acc_t* __restrict du,
-              acc_t* __restrict gsn, acc_t* __restrict accf) {
-  const acc_t* __restrict D = tb.D.data() + cpos;
-  const acc_t* __restrict GhD = tb.GhD.data() + cpos;
-  const acc_t* __restrict R = tb.R.data() + cpos;
-  const acc_t* __restrict TH = tb.th.data() + cpos;
-  const int64_t P = tb.D.size();
-  acc_t* __restrict ath = accf + kTh * len;
-  acc_t* __restrict aup = accf + kUp * len;
-  acc_t* __restrict aups = accf + kUps * len;
-  acc_t* __restrict au = accf + kU * len;
-  acc_t* __restrict aus = accf + kUs * len;
-  std::fill(accf, accf + kSums * len, acc_t(0));
-  const acc_t keep = detach ? acc_t(0) : acc_t(1);
+inline __attribute__((always_inline)) void bwd_block(
+    const scalar_t* __restrict x, const scalar_t* __restrict gspk, int64_t gstride,
+    const acc_t* __restrict gu, int64_t gustride, const acc_t* __restrict useq,
+    const acc_t* __restrict v0, const acc_t* __restrict s0, const acc_t* __restrict gv,
+    const acc_t* __restrict gsl, int64_t T, int64_t N, const acc_t* __restrict D,
+    const acc_t* __restrict GhD, const acc_t* __restrict L, const acc_t* __restrict R,
+    const acc_t* __restrict TH, const acc_t* __restrict Kb, int64_t P, acc_t a, acc_t keep,
+    scalar_t* __restrict dx, acc_t* __restrict dv0, acc_t* __restrict ds0,
+    acc_t* __restrict accf, int64_t lstride, acc_t* __restrict scratch, const int n) {
+  constexpr int W = kLanes<acc_t>;
+  const acc_t* __restrict U = useq;
+  int64_t us = N;
+  if (!useq) {
+    acc_t v[W], s[W];
+    for (int w = 0; w < n; ++w) v[w] = v0[w], s[w] = s0[w];
+    for (int64_t t = 0; t < T; ++t) {
+      const scalar_t* __restrict xt = x + t * N;
+      const acc_t* __restrict K = Kb + t * P;
+      acc_t* __restrict ut = scratch + t * W;
+#pragma omp simd
+      for (int w = 0; w < n; ++w) {
+        const acc_t sp = s[w];
+        const acc_t u = (CO(D, w) - CO(GhD, w) * sp) * v[w] - CO(L, w) +
+                        CO(K, w) * acc_t(xt[w]) - CO(R, w) * sp;
+        v[w] = u;
+        s[w] = u >= CO(TH, w) ? acc_t(1) : acc_t(0);
+        ut[w] = u;
+      }
+    }
+    U = scratch;
+    us = W;
+  }
+  acc_t du[W], gsn[W], ath[W], aup[W], aups[W], au[W], aus[W];
+  for (int w = 0; w < n; ++w) {
+    du[w] = acc_t(0), gsn[w] = acc_t(0);
+    ath[w] = aup[w] = aups[w] = au[w] = aus[w] = acc_t(0);
+  }
+  if (gv) {
+    for (int w = 0; w < n; ++w) du[w] = gv[w];
+  }
+  if (gsl) {
+    for (int w = 0; w < n; ++w) gsn[w] = -gsl[w];
+  }
   for (int64_t t = T - 1; t >= 0; --t) {
     const bool first = t == 0;
-    const acc_t* __restrict ut = U + t * ustride;
-    const acc_t* __restrict up = first ? v0 : U + (t - 1) * ustride;
+    const acc_t* __restrict ut = U + t * us;
+    const acc_t* __restrict up = first ? v0 : U + (t - 1) * us;
     const scalar_t* __restrict gt = gspk + t * gstride;
     const acc_t* __restrict gut = gu + t * gustride;
     const scalar_t* __restrict xt = x + t * N;
     scalar_t* __restrict dxt = dx + t * N;
-    const acc_t* __restrict K = tb.K.data() + t * P + cpos;
-    acc_t* __restrict ak = accf + (kSums + t) * len;
+    const acc_t* __restrict K = Kb + t * P;
+    acc_t* __restrict ak = accf + (kSums + t) * lstride;
 #pragma omp simd
-    for (int64_t j = 0; j < len; ++j) {
-      const acc_t th = CO(TH, j);
-      const acc_t uprev = up[j];
-      const acc_t sp = first ? s0[j] : (uprev >= th ? acc_t(1) : acc_t(0));
-      const acc_t ds = (acc_t(gt[j]) - gsn[j]) * surrogate<SID, acc_t>(ut[j] - th, a);
-      const acc_t d = du[j] + ds + gut[j];
-      dxt[j] = scalar_t(d * CO(K, j));
-      ak[j] = d * acc_t(xt[j]);
+    for (int w = 0; w < n; ++w) {
+      const acc_t th = CO(TH, w);
+      const acc_t uprev = up[w];
+      const acc_t sp = first ? s0[w] : (uprev >= th ? acc_t(1) : acc_t(0));
+      const acc_t ds = (acc_t(gt[w]) - gsn[w]) * surrogate<SID, acc_t>(ut[w] - th, a);
+      const acc_t d = du[w] + ds + gut[w];
+      dxt[w] = scalar_t(d * CO(K, w));
+      ak[w] = d * acc_t(xt[w]);
       const acc_t dup = d * uprev;
-      ath[j] += ds;
-      aup[j] += dup;
-      aups[j] += dup * sp;
-      au[j] += d;
-      aus[j] += d * sp;
+      ath[w] += ds;
+      aup[w] += dup;
+      aups[w] += dup * sp;
+      au[w] += d;
+      aus[w] += d * sp;
       // -dL/ds_{t-1} = du (Gh D u_{t-1} + R); dL/du_{t-1} = du D (1 - Gh s_{t-1})
-      gsn[j] = keep * (d * CO(R, j) + dup * CO(GhD, j));
-      du[j] = d * (CO(D, j) - CO(GhD, j) * sp);
+      gsn[w] = keep * (d * CO(R, w) + dup * CO(GhD, w));
+      du[w] = d * (CO(D, w) - CO(GhD, w) * sp);
+    }
+  }
+  for (int w = 0; w < n; ++w) {
+    dv0[w] = du[w];
+    ds0[w] = -gsn[w];
+    accf[kTh * lstride + w] = ath[w];
+    accf[kUp * lstride + w] = aup[w];
+    accf[kUps * lstride + w] = aups[w];
+    accf[kU * lstride + w] = au[w];
+    accf[kUs * lstride + w] = aus[w];
+  }
+}
+
+// One tile (len neurons) through the backward, in register blocks of kLanes. Pointers are
+// offset to the tile; v0/s0 non-null (zeros when absent), gspk/gu with stride 0 on a
+// zero buffer when absent, gv/gsl/useq nullable. accf: [kSums + T, len].
+template <typename scalar_t, typename acc_t, bool VEC, int SID>
+void bwd_tile(const scalar_t* x, const scalar_t* gspk, int64_t gstride, const acc_t* gu,
+              int64_t gustride, const acc_t* useq, const acc_t* v0, const acc_t* s0,
+              const acc_t* gv, const acc_t* gsl, int64_t T, int64_t N, int64_t len,
+              const Tables<acc_t>& tb, int64_t cpos, acc_t a, bool detach, scalar_t* dx,
+              acc_t* dv0, acc_t* ds0, acc_t* accf, acc_t* scratch) {
+  constexpr int W = kLanes<acc_t>;
+  const int64_t P = tb.D.size();
+  const acc_t keep = detach ? acc_t(0) : acc_t(1);
+  for (int64_t j = 0; j < len; j += W) {
+    const int n = int(std::min<int64_t>(W, len - j));
+    const int64_t c = VEC ? cpos + j : cpos;
+    const acc_t* gvj = gv ? gv + j : nullptr;
+    const acc_t* gslj = gsl ? gsl + j : nullptr;
+    const acc_t* uj = useq ? useq + j : nullptr;
+#define SJ_GLIF_BLOCK(count)                                                                    \
+  bwd_block<scalar_t, acc_t, VEC, SID>(                                                         \
+      x + j, gspk + (gstride ? j : 0), gstride, gu + (gustride ? j : 0), gustride, uj, v0 + j, \
+      s0 + j, gvj, gslj, T, N, tb.D.data() + c, tb.GhD.data() + c, tb.L.data() + c,           \
+      tb.R.data() + c, tb.th.data() + c, tb.K.data() + c, P, a, keep, dx + j, dv0 + j,        \
+      ds0 + j, accf + j, len, scratch, count)
+    if (n == W) {
+      SJ_GLIF_BLOCK(W);  // a constant lane count: the block lives in registers
+    } else {
+      SJ_GLIF_BLOCK(n);
+    }
+#undef SJ_GLIF_BLOCK
+  }
+}
+
+// Add a tile's per-lane sums (rows x len) to a work item's float64 accumulators (rows x
+// P, at the tile's coefficient position): per position for channel-varying tiles, summed
+// over the lanes (one channel) otherwise. A fixed order for a given len.
+template <typename acc_t>
+void fold(const acc_t* accf, int64_t rows, int64_t len, bool vec, double* ad, int64_t P) {
+  for (int64_t k = 0; k < rows; ++k) {
+    const acc_t* __restrict src = accf + k * len;
+    double* __restrict dst = ad + k * P;
+    if (vec) {
+#pragma omp simd
+      for (int64_t j = 0; j < len; ++j) dst[j] += double(src[j]);
+    } else {
+      double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < len; ++j) sum += double(src[j]);
+      dst[0] += sum;
     }
   }
 }
@@ -457,10 +555,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> glif_fwd(
 }
 
 template <typename scalar_t, typename acc_t, bool VEC>
-using BwdTileFn = void (*)(const scalar_t*, const scalar_t*, int64_t, const acc_t*, int64_t,
-                           const acc_t*, int64_t, const acc_t*, const acc_t*, int64_t, int64_t,
-                           int64_t, const Tables<acc_t>&, int64_t, acc_t, bool, scalar_t*, acc_t*,
-                           acc_t*, acc_t*);
+using BwdTileFn = decltype(&bwd_tile<scalar_t, acc_t, VEC, 0>);
 
 template <typename scalar_t, typename acc_t, bool VEC>
 BwdTileFn<scalar_t, acc_t, VEC> pick_bwd(int64_t sid) {
@@ -547,10 +642,7 @@ std::vector<Tensor> glif_bwd(
   const bool layerwise = tau.dim() == 0;
   const int64_t C = layerwise ? 1 : tau.size(0);
   const bool recompute = u_seq_in.numel() == 0;
-  const int64_t cap = recompute
-                          ? std::max<int64_t>(16, std::min(kMaxTile, kScratchElems / T / 16 * 16))
-                          : kMaxTile;
-  const Layout l = make_layout(x, cd, layerwise, C, cap);
+  const Layout l = make_layout(x, cd, layerwise, C, kMaxTile);
   const Raw r =
       read_raw(alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct, t0, T);
   const Coef c = coefficients(r, gate_mode);
@@ -602,10 +694,9 @@ std::vector<Tensor> glif_bwd(
     const int64_t grain = l.N * T < 16384 ? std::max<int64_t>(n_items, 1) : 1;
     at::parallel_for(0, n_items, grain, [&](int64_t ib, int64_t ie) {
       const int64_t cap = l.cap;
-      std::vector<acc_t> v(cap), s(cap), du(cap), gsn(cap), accf(rows * cap);
-      std::vector<acc_t> zeros(cap, acc_t(0));
+      std::vector<acc_t> accf(rows * cap), zeros(cap, acc_t(0));
       std::vector<scalar_t> zeros_s(cap, scalar_t(0));
-      std::vector<acc_t> scratch(recompute ? T * cap : 0);
+      std::vector<acc_t> scratch(T * kLanes<acc_t>);
       for (int64_t item = ib; item < ie; ++item) {
         double* ad = accd.data() + item * rows * l.P;
         const int64_t tb_begin = item * l.ntiles / n_items;
@@ -613,49 +704,13 @@ std::vector<Tensor> glif_bwd(
         for (int64_t i = tb_begin; i < tb_end; ++i) {
           int64_t base, len, cpos;
           l.tile(i, base, len, cpos);
-          const acc_t* tv0 = v0p ? v0p + base : zeros.data();
-          const acc_t* ts0 = s0p ? s0p + base : zeros.data();
-          const acc_t* U;
-          int64_t ustride;
-          if (recompute) {
-            load_state(v.data(), tv0, len);
-            load_state(s.data(), ts0, len);
-            if (l.vec) {
-              fwd_tile<scalar_t, acc_t, true>(xp + base, T, l.N, len, tb, cpos, nullptr,
-                                              scratch.data(), len, v.data(), s.data());
-            } else {
-              fwd_tile<scalar_t, acc_t, false>(xp + base, T, l.N, len, tb, cpos, nullptr,
-                                               scratch.data(), len, v.data(), s.data());
-            }
-            U = scratch.data();
-            ustride = len;
-          } else {
-            U = usp + base;
-            ustride = l.N;
-          }
-          load_state(du.data(), gvp ? gvp + base : nullptr, len);
-          for (int64_t j = 0; j < len; ++j) gsn[j] = gslp ? -gslp[base + j] : acc_t(0);
-          const scalar_t* g = gsp ? gsp + base : zeros_s.data();
-          const int64_t gstride = gsp ? l.N : 0;
-          const acc_t* gut = gup ? gup + base : zeros.data();
-          const int64_t gustride = gup ? l.N : 0;
-          (l.vec ? tile_vec : tile_sca)(xp + base, g, gstride, gut, gustride, U, ustride, tv0,
-                                        ts0, T, l.N, len, tb, cpos, a, detach_reset,
-                                        dxp + base, du.data(), gsn.data(), accf.data());
-          std::memcpy(dv0p + base, du.data(), sizeof(acc_t) * len);
-          for (int64_t j = 0; j < len; ++j) ds0p[base + j] = -gsn[j];
-          // fold the per-lane sums into this item's float64 accumulators
-          for (int64_t k = 0; k < rows; ++k) {
-            const acc_t* src = accf.data() + k * len;
-            double* dst = ad + k * l.P + cpos;
-            if (l.vec) {
-              for (int64_t j = 0; j < len; ++j) dst[j] += double(src[j]);
-            } else {
-              double sum = 0.0;
-              for (int64_t j = 0; j < len; ++j) sum += double(src[j]);
-              dst[0] += sum;
-            }
-          }
+          (l.vec ? tile_vec : tile_sca)(
+              xp + base, gsp ? gsp + base : zeros_s.data(), gsp ? l.N : 0,
+              gup ? gup + base : zeros.data(), gup ? l.N : 0, usp ? usp + base : nullptr,
+              v0p ? v0p + base : zeros.data(), s0p ? s0p + base : zeros.data(),
+              gvp ? gvp + base : nullptr, gslp ? gslp + base : nullptr, T, l.N, len, tb, cpos, a,
+              detach_reset, dxp + base, dv0p + base, ds0p + base, accf.data(), scratch.data());
+          fold(accf.data(), rows, len, l.vec, ad + cpos, l.P);
         }
       }
     });
@@ -667,7 +722,15 @@ std::vector<Tensor> glif_bwd(
   for (int64_t item = 0; item < n_items; ++item) {
     const double* ad = accd.data() + item * rows * l.P;
     for (int64_t k = 0; k < rows; ++k) {
-      for (int64_t p = 0; p < l.P; ++p) sums[k * C + (C == 1 ? 0 : p / rep)] += ad[k * l.P + p];
+      const double* row = ad + k * l.P;  // [C, rep], or [P] for one channel
+      double* out = sums.data() + k * C;
+      if (C == 1) {
+        for (int64_t p = 0; p < l.P; ++p) out[0] += row[p];
+      } else {
+        for (int64_t ch = 0; ch < C; ++ch) {
+          for (int64_t r = 0; r < rep; ++r) out[ch] += row[ch * rep + r];
+        }
+      }
     }
   }
   auto g = raw_grads(sums, r, c, gate_mode);
