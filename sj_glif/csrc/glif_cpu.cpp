@@ -272,54 +272,6 @@ Tables<acc_t> make_tables(const Coef& c, const Layout& l) {
 
 // ------------------------------------------------------------------------------ forward
 
-// One tile through T steps. x, spk: offset to the tile, step stride N. u: membrane out
-// (nullable), step stride ustride. v, s: state in/out [len].
-template <typename scalar_t, typename acc_t, bool VEC>
-void fwd_tile(const scalar_t* __restrict x, int64_t T, int64_t N, int64_t len,
-              const Tables<acc_t>& tb, int64_t cpos, scalar_t* __restrict spk,
-              acc_t* __restrict u, int64_t ustride, acc_t* __restrict v, acc_t* __restrict s) {
-  const acc_t* __restrict D = tb.D.data() + cpos;
-  const acc_t* __restrict GhD = tb.GhD.data() + cpos;
-  const acc_t* __restrict L = tb.L.data() + cpos;
-  const acc_t* __restrict R = tb.R.data() + cpos;
-  const acc_t* __restrict TH = tb.th.data() + cpos;
-  const int64_t P = tb.D.size();
-  for (int64_t t = 0; t < T; ++t) {
-    const scalar_t* __restrict xt = x + t * N;
-    const acc_t* __restrict K = tb.K.data() + t * P + cpos;
-#pragma omp simd
-    for (int64_t j = 0; j < len; ++j) {
-      acc_t sp = s[j];
-      acc_t ut = (CO(D, j) - CO(GhD, j) * sp) * v[j] - CO(L, j) + CO(K, j) * acc_t(xt[j]) -
-                 CO(R, j) * sp;
-      v[j] = ut;
-      s[j] = ut >= CO(TH, j) ? acc_t(1) : acc_t(0);
-    }
-    if (spk) {
-      scalar_t* __restrict st = spk + t * N;
-#pragma omp simd
-      for (int64_t j = 0; j < len; ++j) st[j] = scalar_t(s[j]);
-    }
-    if (u) {
-      acc_t* __restrict ut = u + t * ustride;
-#pragma omp simd
-      for (int64_t j = 0; j < len; ++j) ut[j] = v[j];
-    }
-  }
-}
-
-template <typename acc_t>
-inline void load_state(acc_t* dst, const acc_t* src, int64_t len) {
-  if (src) {
-    std::memcpy(dst, src, sizeof(acc_t) * len);
-  } else {
-    std::fill(dst, dst + len, acc_t(0));
-  }
-}
-
-
-// ------------------------------------------------------------------------------ backward
-
 // Lanes per register block: one 64-byte vector with AVX-512, else two 32-byte ones.
 #ifdef __AVX512F__
 template <typename acc_t>
@@ -328,6 +280,65 @@ constexpr int kLanes = 64 / sizeof(acc_t);
 template <typename acc_t>
 constexpr int kLanes = 32 / sizeof(acc_t);
 #endif
+
+// n (<= kLanes) neurons through T steps with the state in registers. Pointers are offset
+// to the block (coefficients too; read at [0] unless VEC); x, spk and u (nullable) have
+// step stride N; v0/s0 nullable (zero state).
+template <typename scalar_t, typename acc_t, bool VEC, bool STORE_U>
+inline __attribute__((always_inline)) void fwd_block(
+    const scalar_t* __restrict x, int64_t T, int64_t N, const acc_t* __restrict D,
+    const acc_t* __restrict GhD, const acc_t* __restrict L, const acc_t* __restrict R,
+    const acc_t* __restrict TH, const acc_t* __restrict Kb, int64_t P,
+    const acc_t* __restrict v0, const acc_t* __restrict s0, scalar_t* __restrict spk,
+    acc_t* __restrict u, acc_t* __restrict vlast, acc_t* __restrict slast, const int n) {
+  constexpr int W = kLanes<acc_t>;
+  acc_t v[W], s[W];
+  for (int w = 0; w < n; ++w) v[w] = v0 ? v0[w] : acc_t(0), s[w] = s0 ? s0[w] : acc_t(0);
+  for (int64_t t = 0; t < T; ++t) {
+    const scalar_t* __restrict xt = x + t * N;
+    const acc_t* __restrict K = Kb + t * P;
+    scalar_t* __restrict st = spk + t * N;
+    acc_t* __restrict ut = STORE_U ? u + t * N : nullptr;
+#pragma omp simd
+    for (int w = 0; w < n; ++w) {
+      const acc_t sp = s[w];
+      const acc_t un = (CO(D, w) - CO(GhD, w) * sp) * v[w] - CO(L, w) +
+                       CO(K, w) * acc_t(xt[w]) - CO(R, w) * sp;
+      const acc_t sn = un >= CO(TH, w) ? acc_t(1) : acc_t(0);
+      v[w] = un;
+      s[w] = sn;
+      st[w] = scalar_t(sn);
+      if constexpr (STORE_U) ut[w] = un;
+    }
+  }
+  for (int w = 0; w < n; ++w) vlast[w] = v[w], slast[w] = s[w];
+}
+
+// One tile (len neurons, pointers offset to it) through T steps, in register blocks.
+template <typename scalar_t, typename acc_t, bool VEC, bool STORE_U>
+void fwd_tile(const scalar_t* x, int64_t T, int64_t N, int64_t len, const Tables<acc_t>& tb,
+              int64_t cpos, const acc_t* v0, const acc_t* s0, scalar_t* spk, acc_t* u,
+              acc_t* vlast, acc_t* slast) {
+  constexpr int W = kLanes<acc_t>;
+  const int64_t P = tb.D.size();
+  for (int64_t j = 0; j < len; j += W) {
+    const int n = int(std::min<int64_t>(W, len - j));
+    const int64_t c = VEC ? cpos + j : cpos;
+#define SJ_GLIF_BLOCK(count)                                                                   \
+  fwd_block<scalar_t, acc_t, VEC, STORE_U>(                                                    \
+      x + j, T, N, tb.D.data() + c, tb.GhD.data() + c, tb.L.data() + c, tb.R.data() + c,      \
+      tb.th.data() + c, tb.K.data() + c, P, v0 ? v0 + j : nullptr, s0 ? s0 + j : nullptr,     \
+      spk + j, STORE_U ? u + j : nullptr, vlast + j, slast + j, count)
+    if (n == W) {
+      SJ_GLIF_BLOCK(W);
+    } else {
+      SJ_GLIF_BLOCK(n);
+    }
+#undef SJ_GLIF_BLOCK
+  }
+}
+
+// ------------------------------------------------------------------------------ backward
 
 // n (<= kLanes) neurons through the backward: the membranes recomputed into `scratch`
 // ([T, kLanes]) unless stored (useq, step stride N), then reverse time with the carried
@@ -531,23 +542,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> glif_fwd(
     acc_t* vl = v_last.data_ptr<acc_t>();
     acc_t* sl = s_last.data_ptr<acc_t>();
     const int64_t grain = l.N * T < 32768 ? std::max<int64_t>(l.ntiles, 1) : 1;
+    using Fn = decltype(&fwd_tile<scalar_t, acc_t, true, true>);
+    const Fn tile = l.vec ? (up ? fwd_tile<scalar_t, acc_t, true, true>
+                                : fwd_tile<scalar_t, acc_t, true, false>)
+                          : (up ? fwd_tile<scalar_t, acc_t, false, true>
+                                : fwd_tile<scalar_t, acc_t, false, false>);
     at::parallel_for(0, l.ntiles, grain, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> v(l.cap), s(l.cap);
       for (int64_t i = begin; i < end; ++i) {
         int64_t base, len, cpos;
         l.tile(i, base, len, cpos);
-        load_state(v.data(), v0p ? v0p + base : nullptr, len);
-        load_state(s.data(), s0p ? s0p + base : nullptr, len);
-        acc_t* u = up ? up + base : nullptr;
-        if (l.vec) {
-          fwd_tile<scalar_t, acc_t, true>(xp + base, T, l.N, len, tb, cpos, sp + base, u, l.N,
-                                          v.data(), s.data());
-        } else {
-          fwd_tile<scalar_t, acc_t, false>(xp + base, T, l.N, len, tb, cpos, sp + base, u, l.N,
-                                           v.data(), s.data());
-        }
-        std::memcpy(vl + base, v.data(), sizeof(acc_t) * len);
-        std::memcpy(sl + base, s.data(), sizeof(acc_t) * len);
+        tile(xp + base, T, l.N, len, tb, cpos, v0p ? v0p + base : nullptr,
+             s0p ? s0p + base : nullptr, sp + base, up ? up + base : nullptr, vl + base,
+             sl + base);
       }
     });
   });
