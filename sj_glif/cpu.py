@@ -104,15 +104,15 @@ def build_directory() -> Path:
 
 
 def _one_line(exc: BaseException) -> str:
-    """A build failure in one line: the exception's first line and the first compiler
-    line that says 'error' (torch puts the whole build log in the message)."""
+    """A build failure in one line: the first compiler/linker line that says 'error' or
+    'not found' (torch puts the whole build log in the message), else the message's
+    first line."""
     text = str(exc).strip() or type(exc).__name__
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    head = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-    detail = next(
-        (ln for ln in lines[1:] if "error" in ln.lower() or "not found" in ln.lower()), ""
+    detail = next((ln for ln in lines if "error:" in ln.lower()), None) or next(
+        (ln for ln in lines[1:] if "error" in ln.lower() or "not found" in ln.lower()), None
     )
-    line = f"{head} ({detail})" if detail else head
+    line = f"{type(exc).__name__}: {detail or (lines[0] if lines else '')}".rstrip(": ")
     return line if len(line) <= 300 else line[:297] + "..."
 
 

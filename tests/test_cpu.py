@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -38,9 +39,21 @@ GATES = ("alpha", "beta", "gamma")
 FUSED = {cls.__name__: cls for cls, _ in SURROGATES.values()}
 TOL64 = (dict(rtol=1e-12, atol=1e-12), dict(rtol=1e-10, atol=1e-10))
 
-pytestmark = pytest.mark.skipif(
-    not cpu.available(), reason=f"C++ implementation unavailable: {cpu.unavailable_reason()}"
-)
+# A machine without any C++ compiler runs only the fallback tests; wherever a compiler
+# exists, a build failure fails these tests instead of skipping them.
+_FALLBACK_TESTS = {
+    "test_failed_build_falls_back_with_one_log_line",
+    "test_missing_compiler_in_a_fresh_process",
+}
+
+
+@pytest.fixture(autouse=True)
+def _needs_a_compiler(request):
+    if (
+        request.node.originalname not in _FALLBACK_TESTS
+        and shutil.which(os.environ.get("CXX", "c++")) is None
+    ):
+        pytest.skip("no C++ compiler on this machine")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -481,7 +494,7 @@ def test_failed_build_falls_back_with_one_log_line(monkeypatch, caplog):
             name, reason = implementation_for("cpu")
             assert name == "torch"
             assert "c++: error: no such compiler" in reason
-            with pytest.raises(ValueError, match="unavailable: RuntimeError: Error building"):
+            with pytest.raises(ValueError, match=r"unavailable: RuntimeError: c\+\+: error: no"):
                 implementation_for("cpu", "cpp")
             params = make_params(3, T, dtype=F32, seed=71)
             x, _, _ = make_inputs((T, 2, 3), dtype=F32, seed=72)

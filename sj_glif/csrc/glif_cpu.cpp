@@ -40,6 +40,7 @@
 #include <cstring>
 #include <optional>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -286,18 +287,18 @@ constexpr int kLanes = 32 / sizeof(acc_t);
 // step stride N; v0/s0 nullable (zero state).
 template <typename scalar_t, typename acc_t, bool VEC, bool STORE_U>
 inline __attribute__((always_inline)) void fwd_block(
-    const scalar_t* __restrict x, int64_t T, int64_t N, const acc_t* __restrict D,
+    const scalar_t* __restrict x, int64_t xs, int64_t T, int64_t N, const acc_t* __restrict D,
     const acc_t* __restrict GhD, const acc_t* __restrict L, const acc_t* __restrict R,
     const acc_t* __restrict TH, const acc_t* __restrict Kb, int64_t P,
     const acc_t* __restrict v0, const acc_t* __restrict s0, scalar_t* __restrict spk,
-    acc_t* __restrict u, acc_t* __restrict vlast, acc_t* __restrict slast, const int n) {
+    int64_t ss, acc_t* __restrict u, acc_t* __restrict vlast, acc_t* __restrict slast, const int n) {
   constexpr int W = kLanes<acc_t>;
   acc_t v[W], s[W];
   for (int w = 0; w < n; ++w) v[w] = v0 ? v0[w] : acc_t(0), s[w] = s0 ? s0[w] : acc_t(0);
   for (int64_t t = 0; t < T; ++t) {
-    const scalar_t* __restrict xt = x + t * N;
+    const scalar_t* __restrict xt = x + t * xs;
     const acc_t* __restrict K = Kb + t * P;
-    scalar_t* __restrict st = spk + t * N;
+    scalar_t* __restrict st = spk + t * ss;
     acc_t* __restrict ut = STORE_U ? u + t * N : nullptr;
 #pragma omp simd
     for (int w = 0; w < n; ++w) {
@@ -316,9 +317,9 @@ inline __attribute__((always_inline)) void fwd_block(
 
 // One tile (len neurons, pointers offset to it) through T steps, in register blocks.
 template <typename scalar_t, typename acc_t, bool VEC, bool STORE_U>
-void fwd_tile(const scalar_t* x, int64_t T, int64_t N, int64_t len, const Tables<acc_t>& tb,
-              int64_t cpos, const acc_t* v0, const acc_t* s0, scalar_t* spk, acc_t* u,
-              acc_t* vlast, acc_t* slast) {
+void fwd_tile(const scalar_t* x, int64_t xs, int64_t T, int64_t N, int64_t len,
+              const Tables<acc_t>& tb, int64_t cpos, const acc_t* v0, const acc_t* s0,
+              scalar_t* spk, int64_t ss, acc_t* u, acc_t* vlast, acc_t* slast) {
   constexpr int W = kLanes<acc_t>;
   const int64_t P = tb.D.size();
   for (int64_t j = 0; j < len; j += W) {
@@ -326,9 +327,9 @@ void fwd_tile(const scalar_t* x, int64_t T, int64_t N, int64_t len, const Tables
     const int64_t c = VEC ? cpos + j : cpos;
 #define SJ_GLIF_BLOCK(count)                                                                   \
   fwd_block<scalar_t, acc_t, VEC, STORE_U>(                                                    \
-      x + j, T, N, tb.D.data() + c, tb.GhD.data() + c, tb.L.data() + c, tb.R.data() + c,      \
+      x + j, xs, T, N, tb.D.data() + c, tb.GhD.data() + c, tb.L.data() + c, tb.R.data() + c,  \
       tb.th.data() + c, tb.K.data() + c, P, v0 ? v0 + j : nullptr, s0 ? s0 + j : nullptr,     \
-      spk + j, STORE_U ? u + j : nullptr, vlast + j, slast + j, count)
+      spk + j, ss, STORE_U ? u + j : nullptr, vlast + j, slast + j, count)
     if (n == W) {
       SJ_GLIF_BLOCK(W);
     } else {
@@ -347,13 +348,13 @@ void fwd_tile(const scalar_t* x, int64_t T, int64_t N, int64_t len, const Tables
 // lanes of accf (kSums rows then one row per step (du x), row stride lstride).
 template <typename scalar_t, typename acc_t, bool VEC, int SID>
 inline __attribute__((always_inline)) void bwd_block(
-    const scalar_t* __restrict x, const scalar_t* __restrict gspk, int64_t gstride,
+    const scalar_t* __restrict x, int64_t xs, const scalar_t* __restrict gspk, int64_t gstride,
     const acc_t* __restrict gu, int64_t gustride, const acc_t* __restrict useq,
     const acc_t* __restrict v0, const acc_t* __restrict s0, const acc_t* __restrict gv,
     const acc_t* __restrict gsl, int64_t T, int64_t N, const acc_t* __restrict D,
     const acc_t* __restrict GhD, const acc_t* __restrict L, const acc_t* __restrict R,
     const acc_t* __restrict TH, const acc_t* __restrict Kb, int64_t P, acc_t a, acc_t keep,
-    scalar_t* __restrict dx, acc_t* __restrict dv0, acc_t* __restrict ds0,
+    scalar_t* __restrict dx, int64_t dxs, acc_t* __restrict dv0, acc_t* __restrict ds0,
     acc_t* __restrict accf, int64_t lstride, acc_t* __restrict scratch, const int n) {
   constexpr int W = kLanes<acc_t>;
   const acc_t* __restrict U = useq;
@@ -362,7 +363,7 @@ inline __attribute__((always_inline)) void bwd_block(
     acc_t v[W], s[W];
     for (int w = 0; w < n; ++w) v[w] = v0[w], s[w] = s0[w];
     for (int64_t t = 0; t < T; ++t) {
-      const scalar_t* __restrict xt = x + t * N;
+      const scalar_t* __restrict xt = x + t * xs;
       const acc_t* __restrict K = Kb + t * P;
       acc_t* __restrict ut = scratch + t * W;
 #pragma omp simd
@@ -395,8 +396,8 @@ inline __attribute__((always_inline)) void bwd_block(
     const acc_t* __restrict up = first ? v0 : U + (t - 1) * us;
     const scalar_t* __restrict gt = gspk + t * gstride;
     const acc_t* __restrict gut = gu + t * gustride;
-    const scalar_t* __restrict xt = x + t * N;
-    scalar_t* __restrict dxt = dx + t * N;
+    const scalar_t* __restrict xt = x + t * xs;
+    scalar_t* __restrict dxt = dx + t * dxs;
     const acc_t* __restrict K = Kb + t * P;
     acc_t* __restrict ak = accf + (kSums + t) * lstride;
 #pragma omp simd
@@ -434,11 +435,11 @@ inline __attribute__((always_inline)) void bwd_block(
 // offset to the tile; v0/s0 non-null (zeros when absent), gspk/gu with stride 0 on a
 // zero buffer when absent, gv/gsl/useq nullable. accf: [kSums + T, len].
 template <typename scalar_t, typename acc_t, bool VEC, int SID>
-void bwd_tile(const scalar_t* x, const scalar_t* gspk, int64_t gstride, const acc_t* gu,
-              int64_t gustride, const acc_t* useq, const acc_t* v0, const acc_t* s0,
-              const acc_t* gv, const acc_t* gsl, int64_t T, int64_t N, int64_t len,
-              const Tables<acc_t>& tb, int64_t cpos, acc_t a, bool detach, scalar_t* dx,
-              acc_t* dv0, acc_t* ds0, acc_t* accf, acc_t* scratch) {
+void bwd_tile(const scalar_t* x, int64_t xs, const scalar_t* gspk, int64_t gstride,
+              const acc_t* gu, int64_t gustride, const acc_t* useq, const acc_t* v0,
+              const acc_t* s0, const acc_t* gv, const acc_t* gsl, int64_t T, int64_t N,
+              int64_t len, const Tables<acc_t>& tb, int64_t cpos, acc_t a, bool detach,
+              scalar_t* dx, int64_t dxs, acc_t* dv0, acc_t* ds0, acc_t* accf, acc_t* scratch) {
   constexpr int W = kLanes<acc_t>;
   const int64_t P = tb.D.size();
   const acc_t keep = detach ? acc_t(0) : acc_t(1);
@@ -450,9 +451,9 @@ void bwd_tile(const scalar_t* x, const scalar_t* gspk, int64_t gstride, const ac
     const acc_t* uj = useq ? useq + j : nullptr;
 #define SJ_GLIF_BLOCK(count)                                                                    \
   bwd_block<scalar_t, acc_t, VEC, SID>(                                                         \
-      x + j, gspk + (gstride ? j : 0), gstride, gu + (gustride ? j : 0), gustride, uj, v0 + j, \
-      s0 + j, gvj, gslj, T, N, tb.D.data() + c, tb.GhD.data() + c, tb.L.data() + c,           \
-      tb.R.data() + c, tb.th.data() + c, tb.K.data() + c, P, a, keep, dx + j, dv0 + j,        \
+      x + j, xs, gspk + (gstride ? j : 0), gstride, gu + (gustride ? j : 0), gustride, uj,    \
+      v0 + j, s0 + j, gvj, gslj, T, N, tb.D.data() + c, tb.GhD.data() + c, tb.L.data() + c,   \
+      tb.R.data() + c, tb.th.data() + c, tb.K.data() + c, P, a, keep, dx + j, dxs, dv0 + j,   \
       ds0 + j, accf + j, len, scratch, count)
     if (n == W) {
       SJ_GLIF_BLOCK(W);  // a constant lane count: the block lives in registers
@@ -480,6 +481,20 @@ void fold(const acc_t* accf, int64_t rows, int64_t len, bool vec, double* ad, in
       for (int64_t j = 0; j < len; ++j) sum += double(src[j]);
       dst[0] += sum;
     }
+  }
+}
+
+// [T, len] tile of a 16-bit tensor (step stride N) to/from a packed compute-dtype buffer.
+template <typename scalar_t, typename acc_t>
+void to_compute(const scalar_t* src, int64_t N, acc_t* dst, int64_t T, int64_t len) {
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t j = 0; j < len; ++j) dst[t * len + j] = acc_t(src[t * N + j]);
+  }
+}
+template <typename scalar_t, typename acc_t>
+void from_compute(const acc_t* src, scalar_t* dst, int64_t N, int64_t T, int64_t len) {
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t j = 0; j < len; ++j) dst[t * N + j] = scalar_t(src[t * len + j]);
   }
 }
 
@@ -542,18 +557,33 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> glif_fwd(
     acc_t* vl = v_last.data_ptr<acc_t>();
     acc_t* sl = s_last.data_ptr<acc_t>();
     const int64_t grain = l.N * T < 32768 ? std::max<int64_t>(l.ntiles, 1) : 1;
-    using Fn = decltype(&fwd_tile<scalar_t, acc_t, true, true>);
-    const Fn tile = l.vec ? (up ? fwd_tile<scalar_t, acc_t, true, true>
-                                : fwd_tile<scalar_t, acc_t, true, false>)
-                          : (up ? fwd_tile<scalar_t, acc_t, false, true>
-                                : fwd_tile<scalar_t, acc_t, false, false>);
+    // the kernels are compiled for the compute dtype only: a 16-bit input is converted per
+    // tile (x in, spikes out) so that it runs exactly the float32 arithmetic
+    constexpr bool kDirect = std::is_same_v<scalar_t, acc_t>;
+    using Fn = decltype(&fwd_tile<acc_t, acc_t, true, true>);
+    const Fn tile = l.vec ? (up ? fwd_tile<acc_t, acc_t, true, true>
+                                : fwd_tile<acc_t, acc_t, true, false>)
+                          : (up ? fwd_tile<acc_t, acc_t, false, true>
+                                : fwd_tile<acc_t, acc_t, false, false>);
     at::parallel_for(0, l.ntiles, grain, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> xb(kDirect ? 0 : T * l.cap), sb(kDirect ? 0 : T * l.cap);
       for (int64_t i = begin; i < end; ++i) {
         int64_t base, len, cpos;
         l.tile(i, base, len, cpos);
-        tile(xp + base, T, l.N, len, tb, cpos, v0p ? v0p + base : nullptr,
-             s0p ? s0p + base : nullptr, sp + base, up ? up + base : nullptr, vl + base,
-             sl + base);
+        const acc_t* v0t = v0p ? v0p + base : nullptr;
+        const acc_t* s0t = s0p ? s0p + base : nullptr;
+        acc_t* ut = up ? up + base : nullptr;
+        if constexpr (kDirect) {
+          // (the same type here; the cast only lets the 16-bit instantiations compile: an
+          // `if constexpr` in this non-template lambda does not discard its branch)
+          tile(reinterpret_cast<const acc_t*>(xp) + base, l.N, T, l.N, len, tb, cpos, v0t, s0t,
+               reinterpret_cast<acc_t*>(sp) + base, l.N, ut, vl + base, sl + base);
+        } else {
+          to_compute(xp + base, l.N, xb.data(), T, len);
+          tile(xb.data(), len, T, l.N, len, tb, cpos, v0t, s0t, sb.data(), len, ut, vl + base,
+               sl + base);
+          from_compute(sb.data(), sp + base, l.N, T, len);
+        }
       }
     });
   });
@@ -695,14 +725,16 @@ std::vector<Tensor> glif_bwd(
     acc_t* dv0p = dv0.data_ptr<acc_t>();
     acc_t* ds0p = ds0.data_ptr<acc_t>();
     const acc_t a = acc_t(sg_alpha);
-    const auto tile_vec = pick_bwd<scalar_t, acc_t, true>(surrogate_id);
-    const auto tile_sca = pick_bwd<scalar_t, acc_t, false>(surrogate_id);
+    const auto tile_vec = pick_bwd<acc_t, acc_t, true>(surrogate_id);
+    const auto tile_sca = pick_bwd<acc_t, acc_t, false>(surrogate_id);
+    constexpr bool kDirect = std::is_same_v<scalar_t, acc_t>;  // else convert per tile
     const int64_t grain = l.N * T < 16384 ? std::max<int64_t>(n_items, 1) : 1;
     at::parallel_for(0, n_items, grain, [&](int64_t ib, int64_t ie) {
       const int64_t cap = l.cap;
       std::vector<acc_t> accf(rows * cap), zeros(cap, acc_t(0));
-      std::vector<scalar_t> zeros_s(cap, scalar_t(0));
       std::vector<acc_t> scratch(T * kLanes<acc_t>);
+      std::vector<acc_t> xb(kDirect ? 0 : T * cap), gb(kDirect ? 0 : T * cap);
+      std::vector<acc_t> dxb(kDirect ? 0 : T * cap);
       for (int64_t item = ib; item < ie; ++item) {
         double* ad = accd.data() + item * rows * l.P;
         const int64_t tb_begin = item * l.ntiles / n_items;
@@ -710,12 +742,28 @@ std::vector<Tensor> glif_bwd(
         for (int64_t i = tb_begin; i < tb_end; ++i) {
           int64_t base, len, cpos;
           l.tile(i, base, len, cpos);
+          const acc_t *xt, *gt;
+          acc_t* dxt;
+          int64_t xs, gs, dxs;
+          if constexpr (kDirect) {
+            // (same types; see the forward)
+            xt = reinterpret_cast<const acc_t*>(xp) + base, xs = l.N;
+            dxt = reinterpret_cast<acc_t*>(dxp) + base, dxs = l.N;
+            gt = gsp ? reinterpret_cast<const acc_t*>(gsp) + base : zeros.data();
+            gs = gsp ? l.N : 0;
+          } else {
+            to_compute(xp + base, l.N, xb.data(), T, len);
+            xt = xb.data(), xs = len, dxt = dxb.data(), dxs = len;
+            if (gsp) to_compute(gsp + base, l.N, gb.data(), T, len);
+            gt = gsp ? gb.data() : zeros.data(), gs = gsp ? len : 0;
+          }
           (l.vec ? tile_vec : tile_sca)(
-              xp + base, gsp ? gsp + base : zeros_s.data(), gsp ? l.N : 0,
-              gup ? gup + base : zeros.data(), gup ? l.N : 0, usp ? usp + base : nullptr,
-              v0p ? v0p + base : zeros.data(), s0p ? s0p + base : zeros.data(),
-              gvp ? gvp + base : nullptr, gslp ? gslp + base : nullptr, T, l.N, len, tb, cpos, a,
-              detach_reset, dxp + base, dv0p + base, ds0p + base, accf.data(), scratch.data());
+              xt, xs, gt, gs, gup ? gup + base : zeros.data(), gup ? l.N : 0,
+              usp ? usp + base : nullptr, v0p ? v0p + base : zeros.data(),
+              s0p ? s0p + base : zeros.data(), gvp ? gvp + base : nullptr,
+              gslp ? gslp + base : nullptr, T, l.N, len, tb, cpos, a, detach_reset, dxt, dxs,
+              dv0p + base, ds0p + base, accf.data(), scratch.data());
+          if constexpr (!kDirect) from_compute(dxb.data(), dxp + base, l.N, T, len);
           fold(accf.data(), rows, len, l.vec, ad + cpos, l.P);
         }
       }
