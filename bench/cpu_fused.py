@@ -317,8 +317,8 @@ def markdown(res: dict) -> str:
         cpu_med = run["median_cpu_ms"]
         cpu_base = cpu_med.get("gated_lif_compile")
         for n, ms in med.items():
-            ratio = f"{base / ms:.2f}" if base else "-"
-            cpu_ratio = f"{cpu_base / cpu_med[n]:.2f}" if cpu_base else "-"
+            ratio = f"{base / ms:.2f}" if base and n != "clone" else "-"
+            cpu_ratio = f"{cpu_base / cpu_med[n]:.2f}" if cpu_base and n != "clone" else "-"
             saved = run["saved_bytes"].get(n)
             saved = f"{saved / 2**20:.1f}" if saved is not None else "-"
             lines.append(
@@ -344,18 +344,17 @@ def markdown(res: dict) -> str:
             "and dtype.",
             "",
         ]
-    rn = res.get("resnet18")
-    if rn:
-        lines += [
-            "## spiking_resnet18 training step (SGD, multi-step)",
-            "",
-            f"Input `[T, B, 3, H, W] = {rn['input']}`, {rn['threads']} thread(s), median of "
-            f"{rn['reps']} interleaved steps: GLIF {rn['glif_ms']:.1f} ms, LIF "
-            f"{rn['lif_ms']:.1f} ms, ratio GLIF/LIF {rn['ratio']:.2f} (goal <= 1.1); CPU time "
-            f"GLIF {rn['glif_cpu_ms']:.1f} ms, LIF {rn['lif_cpu_ms']:.1f} ms, ratio "
-            f"{rn['cpu_ratio']:.2f}.",
-            "",
-        ]
+    if res.get("resnet18"):
+        lines += ["## spiking_resnet18 training step (SGD, multi-step)", ""]
+        for rn in res["resnet18"]:
+            lines += [
+                f"Input `[T, B, 3, H, W] = {rn['input']}`, {rn['threads']} thread(s), median of "
+                f"{rn['reps']} interleaved steps: GLIF {rn['glif_ms']:.1f} ms, LIF "
+                f"{rn['lif_ms']:.1f} ms, ratio GLIF/LIF {rn['ratio']:.2f} (goal <= 1.1); CPU "
+                f"time GLIF {rn['glif_cpu_ms']:.1f} ms, LIF {rn['lif_cpu_ms']:.1f} ms, ratio "
+                f"{rn['cpu_ratio']:.2f}.",
+                "",
+            ]
     return "\n".join(lines)
 
 
@@ -389,24 +388,27 @@ def main(argv=None) -> None:
         (args.out / "cpu_fused.json").write_text(json.dumps(res, indent=1))  # partial results
     res["first_call_s"] = first_call_latency() if not args.quick else None
     if not args.no_resnet:
-        T, batch, image, threads, n = 4, 8, 32, max(args.threads), (3 if args.quick else 7)
-        glif, lif = [], []
-        for _ in range(n):  # interleaved, three steps each per round
-            glif += resnet18_step("glif", T, batch, image, threads, 2)
-            lif += resnet18_step("lif", T, batch, image, threads, 2)
-        g, l_ = (statistics.median(w for w, _ in v) for v in (glif, lif))
-        gc, lc = (statistics.median(c for _, c in v) for v in (glif, lif))
-        res["resnet18"] = {
-            "input": [T, batch, 3, image, image],
-            "threads": threads,
-            "reps": len(glif),
-            "glif_ms": g,
-            "lif_ms": l_,
-            "ratio": g / l_,
-            "glif_cpu_ms": gc,
-            "lif_cpu_ms": lc,
-            "cpu_ratio": gc / lc,
-        }
+        T, batch, image, n = 4, 8, 32, (3 if args.quick else 7)
+        res["resnet18"] = []
+        for threads in args.threads:
+            glif, lif = [], []
+            for _ in range(n):  # interleaved, two timed steps each per round
+                glif += resnet18_step("glif", T, batch, image, threads, 2)
+                lif += resnet18_step("lif", T, batch, image, threads, 2)
+            g, l_ = (statistics.median(w for w, _ in v) for v in (glif, lif))
+            gc, lc = (statistics.median(c for _, c in v) for v in (glif, lif))
+            res["resnet18"].append({
+                "input": [T, batch, 3, image, image],
+                "threads": threads,
+                "reps": len(glif),
+                "glif_ms": g,
+                "lif_ms": l_,
+                "ratio": g / l_,
+                "glif_cpu_ms": gc,
+                "lif_cpu_ms": lc,
+                "cpu_ratio": gc / lc,
+            })  # fmt: skip
+            print(f"resnet18 {threads} thr: GLIF {g:.1f} ms, LIF {l_:.1f} ms", flush=True)
     (args.out / "cpu_fused.json").write_text(json.dumps(res, indent=1))
     md = markdown(res)
     (args.out / "cpu_fused.md").write_text(md)
