@@ -19,6 +19,11 @@ line says that GLIF runs the PyTorch path instead, and
 ``torch_fwd`` / ``torch_bwd``), with ``v0``/``s0`` and every incoming gradient allowed to
 be ``None`` (zero). The kernel reads a non-contiguous ``x`` (or gradient) through one
 ``.contiguous()`` copy; outputs are contiguous.
+
+Threads: ``at::parallel_for``, i.e. torch's own pool and ``torch.get_num_threads()``. With
+torch's OpenMP backend on Linux the extension is built with ``-fopenmp`` and shares
+torch's ``libgomp``; elsewhere it runs on one thread. Results do not depend on the
+thread count (per-channel sums are reduced in a fixed order).
 """
 
 from __future__ import annotations
@@ -185,12 +190,6 @@ def unavailable_reason() -> str | None:
 def available() -> bool:
     """Whether the fused C++ CPU implementation builds and loads on this machine."""
     return unavailable_reason() is None
-
-
-def _reset_for_tests() -> None:
-    """Forget the cached build outcome (the loaded library itself stays loaded)."""
-    _result.pop("error", None)
-    _result.pop("log", None)
 
 
 # --------------------------------------------------------------------------- launchers
