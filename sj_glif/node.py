@@ -169,7 +169,8 @@ class GLIFNode(LazyModuleMixin, NodeCompat, neuron.BaseNode):
             detach_reset: detach the previous spike in the reset terms (default False).
             step_mode: ``"s"`` (default) or ``"m"``.
             store_v_seq: keep the membrane sequence in ``self.v_seq`` (default False).
-            backend: ``"auto"`` (default), ``"triton"`` or ``"torch"``; under SpikingJelly
+            backend: ``"auto"`` (default: Triton on CUDA, the fused C++ loop on the CPU),
+                ``"triton"``, ``"cpp"`` or ``"torch"``; under SpikingJelly
                 0.0.0.0.14 also ``"cupy"``, which means ``"auto"`` (see :mod:`sj_glif.compat`).
         """
         for key in kwargs:

@@ -1,19 +1,21 @@
 """The op boundary: validation, implementation choice, torch.library ops, autograd.
 
-``glif_multi_step`` is the one public functional entry. It runs one of three
+``glif_multi_step`` is the one public functional entry. It runs one of four
 implementations of the same math (:mod:`sj_glif.reference`):
 
 - ``"triton"``: the fused kernels of :mod:`sj_glif.kernels.glif` (CUDA; on the CPU
   only under Triton's interpreter, ``TRITON_INTERPRET=1``);
+- ``"cpp"``: a fused C++ loop for the CPU (:mod:`sj_glif.cpu`), built on first use;
 - ``"torch"``: a vectorised PyTorch loop with a hand-written reverse-time backward
   (:mod:`sj_glif.torch_path`); it saves the input for backward and recomputes the
   membrane, not an autograd graph per step;
 - ``"reference"``: autograd through the surrogate object, for surrogates that are
   not among the eight fused ones (:mod:`sj_glif.surrogates`). A warning says so.
 
-The first two are one ``torch.library`` op pair, ``sj_glif::glif_fwd`` and
+The first three sit behind one ``torch.library`` op pair, ``sj_glif::glif_fwd`` and
 ``sj_glif::glif_bwd``, with fake (meta) implementations and registered autograd, so
-``torch.compile`` traces through GLIF without a graph break.
+``torch.compile`` traces through GLIF without a graph break; eager calls take a plain
+``autograd.Function`` around the same implementations (less host work).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 from torch import Tensor
 from torch.autograd import forward_ad as fwAD
 
+from . import cpu
 from .reference import GATE_MODES, compute_dtype, glif_reference
 from .surrogates import fused_surrogate, surrogate_grad
 from .torch_path import torch_bwd, torch_fwd
@@ -41,7 +44,7 @@ __all__ = [
     "implementation_for",
 ]
 
-BACKENDS = ("auto", "triton", "torch")
+BACKENDS = ("auto", "triton", "torch", "cpp")
 ENV_VAR = "SJ_GLIF_IMPLEMENTATION"
 PARAM_NAMES = (
     "alpha",
@@ -88,6 +91,13 @@ def _env_backend() -> str:
     return os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
 
 
+@torch.compiler.assume_constant_result
+def _cpp_unavailable() -> str:
+    """Why the fused C++ CPU implementation cannot run ("" if it can); builds it on the
+    first call of the process (sj_glif.cpu caches the outcome)."""
+    return cpu.unavailable_reason() or ""
+
+
 def implementation_for(
     device: torch.device | str,
     backend: str = "auto",
@@ -97,21 +107,25 @@ def implementation_for(
 
     Args:
         device: the device of the input, e.g. ``"cuda:0"`` or ``torch.device("cpu")``.
-        backend: ``"auto"`` (default), ``"triton"`` or ``"torch"``; the environment
-            variable ``SJ_GLIF_IMPLEMENTATION`` (same values), when set to anything
-            but ``auto``, overrides it.
+        backend: ``"auto"`` (default: Triton on CUDA; on the CPU the fused C++
+            implementation if it builds, else the PyTorch path), ``"triton"``, ``"torch"``
+            or ``"cpp"`` (the fused C++ CPU implementation, built on first use); the
+            environment variable ``SJ_GLIF_IMPLEMENTATION`` (same values), when set to
+            anything but ``auto``, overrides it.
         surrogate_function: the surrogate in use; ``None`` means a fused one.
 
     Returns:
-        ``(name, reason)`` with name one of ``"triton"``, ``"torch"``, ``"reference"``.
+        ``(name, reason)`` with name one of ``"triton"``, ``"cpp"``, ``"torch"``,
+        ``"reference"``.
 
     Raises:
-        ValueError: unknown backend, or ``"triton"`` requested where it cannot run.
+        ValueError: unknown backend, or ``"triton"``/``"cpp"`` requested where it cannot run
+            (for ``"cpp"``: not a CPU tensor, or the build failed; the message says why).
 
     Example::
 
         >>> implementation_for("cpu")
-        ('torch', "backend='auto' on cpu: the PyTorch path (Triton runs on CUDA)")
+        ('cpp', "backend='auto' on cpu: the fused C++ CPU implementation")
     """
     device = torch.device(device)
     if backend not in BACKENDS:
@@ -130,6 +144,13 @@ def implementation_for(
         )
     if backend == "torch":
         return "torch", f"{source}: the PyTorch path"
+    if backend == "cpp":
+        if device.type != "cpu":
+            raise ValueError(f"{source} runs on the CPU, got a tensor on {device}")
+        why = _cpp_unavailable()
+        if why:
+            raise ValueError(f"{source} but the fused C++ CPU implementation is unavailable: {why}")
+        return "cpp", f"{source}: the fused C++ CPU implementation"
     if backend == "triton":
         if not _triton_available():
             raise ValueError(f"{source} but triton is not installed")
@@ -145,6 +166,11 @@ def implementation_for(
         if _triton_available():
             return "triton", f"{source} on {device}: fused Triton kernels"
         return "torch", f"{source} on {device}: triton is not installed, the PyTorch path"
+    if device.type == "cpu":
+        why = _cpp_unavailable()
+        if not why:
+            return "cpp", f"{source} on cpu: the fused C++ CPU implementation"
+        return "torch", f"{source} on cpu: the PyTorch path (C++ implementation unavailable: {why})"
     return "torch", f"{source} on {device.type}: the PyTorch path (Triton runs on CUDA)"
 
 
@@ -176,6 +202,8 @@ def _fwd_impl(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_s
         return _kernels().glif_fwd(
             *args, t0=t0, channel_dim=channel_dim, gate_mode=gate_mode, store_u=store_u
         )
+    if impl == "cpp":
+        return cpu.cpp_fwd(*args, t0, channel_dim, gate_mode, store_u)
     return torch_fwd(*args, t0, channel_dim, gate_mode, store_u)
 
 
@@ -194,6 +222,10 @@ def _bwd_impl(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq
             t0=t0, channel_dim=channel_dim, gate_mode=gate_mode, surrogate_id=surrogate_id,
             sg_alpha=sg_alpha, detach_reset=detach_reset,
         )  # fmt: skip
+    elif impl == "cpp":
+        out = cpu.cpp_bwd(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq,
+                          *params, t0, channel_dim, gate_mode, surrogate_id, sg_alpha,
+                          detach_reset)  # fmt: skip
     else:
         out = torch_bwd(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq,
                          *params, t0, channel_dim, gate_mode, surrogate_id, sg_alpha,
@@ -601,7 +633,8 @@ def glif_multi_step(
         surrogate_function: a SpikingJelly surrogate instance (default ``surrogate.Sigmoid()``).
         detach_reset: detach the previous spike in both reset terms (default False).
         store_v_seq: also return the membrane sequence (default False).
-        backend: ``"auto"`` (default), ``"triton"`` or ``"torch"``; see :func:`implementation_for`.
+        backend: ``"auto"`` (default), ``"triton"``, ``"cpp"`` or ``"torch"``; see
+            :func:`implementation_for`.
 
     Returns:
         :class:`GLIFOutput` ``(spike_seq, v_last, s_last, v_seq)``.

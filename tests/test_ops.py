@@ -24,7 +24,7 @@ import torch
 from spikingjelly.activation_based import surrogate
 from torch.autograd.graph import saved_tensors_hooks
 
-from sj_glif import ops
+from sj_glif import cpu, ops
 from sj_glif.ops import ENV_VAR, glif_multi_step, implementation_for
 from sj_glif.reference import GATE_MODES, glif_reference
 from sj_glif.surrogates import SURROGATES, fused_surrogate, surrogate_grad
@@ -850,10 +850,13 @@ def test_numpy_scalars_are_accepted_like_python_numbers():
 
 # --------------------------------------------------------------------------- implementation_for
 
+# "auto" on the CPU: the fused C++ implementation where it builds (tests/test_cpu.py)
+AUTO_CPU = "cpp" if cpu.available() else "torch"
 
-def test_implementation_for_cpu_auto_is_torch(monkeypatch):
+
+def test_implementation_for_cpu_auto(monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
-    assert implementation_for("cpu")[0] == "torch"
+    assert implementation_for("cpu")[0] == AUTO_CPU
     assert implementation_for(torch.device("cpu"), "torch")[0] == "torch"
     assert implementation_for("cuda:0")[0] == "triton"  # no GPU needed to decide
 
@@ -877,7 +880,7 @@ def test_implementation_for_triton_on_cpu_needs_the_interpreter(monkeypatch):
         ("torch", "triton", None, "torch"),  # the variable overrides the argument
         ("triton", "torch", "1", "triton"),
         ("auto", "torch", None, "torch"),  # auto defers to the argument
-        ("auto", "auto", None, "torch"),
+        ("auto", "auto", None, AUTO_CPU),
         ("triton", "auto", None, ValueError),  # forced triton on the CPU, no interpreter
         ("bogus", "auto", None, ValueError),
     ],
@@ -910,7 +913,7 @@ def test_implementation_for_unfused_surrogate_is_reference(monkeypatch):
     for backend in ("auto", "torch"):
         name, reason = implementation_for("cpu", backend, surrogate.NonzeroSignLogAbs())
         assert name == "reference" and "NonzeroSignLogAbs" in reason
-    assert implementation_for("cpu", "auto", surrogate.ATan())[0] == "torch"
+    assert implementation_for("cpu", "auto", surrogate.ATan())[0] == AUTO_CPU
 
 
 # --------------------------------------------------------------------------- torch.library

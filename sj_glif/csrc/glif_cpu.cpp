@@ -1,0 +1,829 @@
+// Fused GLIF forward and backward for the CPU: the whole time loop per neuron tile.
+//
+// Built on first use by sj_glif/cpu.py (torch.utils.cpp_extension.load, -O3 -march=native
+// -fno-trapping-math) and registered as torch.ops.sj_glif_cpu.{fwd,bwd}. Same inputs,
+// outputs and math as sj_glif/torch_path.py (torch_fwd / torch_bwd) and the spec
+// (shared/glif-spec.md):
+//
+//   u_t = (D - Gh D s_{t-1}) u_{t-1} - L + K_t x_t - R s_{t-1},   s_t = [u_t >= theta]
+//
+// Layout. One time step of x [T, *step] is viewed as [outer, C, inner] around channel_dim
+// (layer-wise parameters, or C == 1: [1, 1, numel]). A tile is a contiguous run of at most
+// `cap` elements of one step; each tile is walked through all T steps with its state in a
+// small buffer, so x is read once and spikes written once (forward), and the backward
+// re-reads x for its tile from cache.
+//   - "scalar" tiles (inner >= 16, or C == 1): one channel per tile, the coefficients are
+//     scalars; the tile runs along inner.
+//   - "vector" tiles (channel-last and other small inner): the tile runs along the period
+//     P = C * inner of one outer row; the coefficients are tables expanded to [P] (and
+//     [T, P] for the conductance), read with the same index as the data.
+// Inner loops run over the contiguous tile axis with `#pragma omp simd` and vectorise.
+//
+// Backward. A tile is walked in register blocks of one or two SIMD vectors of neurons: each
+// block recomputes its membranes (a forward sweep into a [T, lanes] scratch buffer, in L1)
+// unless the caller stored u_seq, then runs reverse time with the carried gradients and
+// the per-lane parameter sums in registers. The sums (compute dtype, over T steps) are
+// then folded per tile into float64 accumulators per work item
+// (a fixed run of tiles), and the work items are summed in order at the end: the result
+// depends on the shape only, not on the thread count, and is bitwise reproducible.
+//
+// Dtypes: float16/bfloat16/float32 inputs compute in float32, float64 in float64. Spikes
+// and dx come out in the input dtype, the state and u_seq in the compute dtype.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+
+template <typename T>
+struct AccType {
+  using type = float;
+};
+template <>
+struct AccType<double> {
+  using type = double;
+};
+
+constexpr int64_t kMaxTile = 256;         // elements per tile
+constexpr int64_t kMinInner = 16;         // below this, channel-varying ("vector") tiles
+constexpr int kSums = 5;  // per-channel sums: theta, u_prev, u_prev s_prev, u, s_prev
+constexpr int kTh = 0, kUp = 1, kUps = 2, kU = 3, kUs = 4;
+
+// exp for float in plain arithmetic so that GCC vectorises it (Cephes expf, ~1 ulp).
+// NaN propagates; |x| is clamped to the finite range.
+inline __attribute__((always_inline)) float vexp(float x) {
+  x = x > 88.0f ? 88.0f : x;
+  x = x < -87.0f ? -87.0f : x;
+  float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  n = (n == n) ? n : 0.0f;  // NaN: any finite scale, the polynomial carries the NaN
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  float y = p * r * r + r + 1.0f;
+  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return y * scale;
+}
+inline __attribute__((always_inline)) double vexp(double x) { return std::exp(x); }
+
+// sg(z): the surrogate derivative, same formulas as sj_glif/surrogates.py.
+template <int SID, typename F>
+inline __attribute__((always_inline)) F surrogate(F z, F a) {
+  constexpr F kHalfPi = F(1.57079632679489661923);
+  constexpr F kInvSqrtPi = F(0.56418958354775628695);
+  F za = z < F(0) ? -z : z;
+  if constexpr (SID == 0) {  // sigmoid
+    F s = F(1) / (F(1) + vexp(-a * z));
+    return a * s * (F(1) - s);
+  } else if constexpr (SID == 1) {  // atan
+    F w = kHalfPi * a * z;
+    return (a * F(0.5)) / (F(1) + w * w);
+  } else if constexpr (SID == 2) {  // piecewise quadratic
+    return za > F(1) / a ? F(0) : a - a * a * za;
+  } else if constexpr (SID == 3) {  // piecewise exp
+    return (a * F(0.5)) * vexp(-a * za);
+  } else if constexpr (SID == 4) {  // soft sign
+    F d = F(1) / a + za;
+    return F(1) / (F(2) * a * d * d);
+  } else if constexpr (SID == 5) {  // super spike
+    F d = za + F(1);
+    return a / (d * d);
+  } else if constexpr (SID == 6) {  // erf
+    F w = a * z;
+    return a * kInvSqrtPi * vexp(-(w * w));
+  } else {  // rect
+    return za < F(0.5) / a ? a : F(0);
+  }
+}
+
+// ------------------------------------------------------------------------------ layout
+
+struct Layout {
+  int64_t T = 0, N = 0;  // steps, elements per step
+  int64_t outer = 1, C = 1, inner = 1;
+  bool vec = false;  // channel-varying tiles
+  int64_t P = 1;     // coefficient table length: C (scalar tiles) or C * inner (vector)
+  int64_t cap = kMaxTile, nseg = 1, ntiles = 0;
+
+  // tile i -> (offset in a step, length, offset into the coefficient tables)
+  inline void tile(int64_t i, int64_t& base, int64_t& len, int64_t& cpos) const {
+    int64_t seg = i % nseg, row = i / nseg;
+    if (vec) {
+      int64_t p0 = seg * cap;
+      base = row * P + p0;
+      len = std::min(cap, P - p0);
+      cpos = p0;
+    } else {
+      int64_t c = row % C;
+      base = row * inner + seg * cap;
+      len = std::min(cap, inner - seg * cap);
+      cpos = c;
+    }
+  }
+};
+
+Layout make_layout(const Tensor& x, int64_t channel_dim, bool layerwise, int64_t C, int64_t cap) {
+  Layout l;
+  l.T = x.size(0);
+  l.N = x.numel() / std::max<int64_t>(l.T, 1);
+  if (x.numel() == 0) l.N = 0;
+  if (layerwise || C == 1) {
+    l.outer = 1;
+    l.C = 1;
+    l.inner = l.N;
+  } else {
+    l.C = C;
+    for (int64_t d = 0; d < channel_dim; ++d) l.outer *= x.size(1 + d);
+    for (int64_t d = channel_dim + 1; d < x.dim() - 1; ++d) l.inner *= x.size(1 + d);
+  }
+  l.vec = l.C > 1 && l.inner < kMinInner;
+  l.P = l.vec ? l.C * l.inner : l.C;
+  l.cap = cap;
+  if (l.N == 0) {
+    l.ntiles = 0;
+    return l;
+  }
+  int64_t run = l.vec ? l.P : l.inner;  // contiguous run a tile lies in
+  l.nseg = (run + cap - 1) / cap;
+  int64_t rows = l.vec ? l.outer : l.outer * l.C;
+  l.ntiles = rows * l.nseg;
+  return l;
+}
+
+// ------------------------------------------------------------------------------ coefficients
+
+inline double sigm(double v) { return 1.0 / (1.0 + std::exp(-v)); }
+inline double dsig(double s) { return s * (1.0 - s); }
+
+// Raw parameters as float64 vectors: [C] (layer-wise: [1]) and conduct rows t0..t0+T-1 [T, C].
+struct Raw {
+  std::vector<double> alpha, beta, gamma, tau, vth, vl, vr, k;
+  int64_t C = 1, T = 0;
+};
+
+std::vector<double> to_vec(const std::optional<Tensor>& p, int64_t C) {
+  std::vector<double> out(C, 0.0);
+  if (!p.has_value()) return out;
+  Tensor t = p->detach().to(at::kDouble).contiguous().reshape({-1});
+  TORCH_CHECK(t.numel() == C, "sj_glif_cpu: a parameter has ", t.numel(), " values, expected ", C);
+  std::memcpy(out.data(), t.data_ptr<double>(), sizeof(double) * C);
+  return out;
+}
+
+Raw read_raw(const std::optional<Tensor>& alpha, const std::optional<Tensor>& beta,
+             const std::optional<Tensor>& gamma, const Tensor& tau, const Tensor& vth,
+             const Tensor& vl, const Tensor& vr, const Tensor& conduct, int64_t t0, int64_t T) {
+  Raw r;
+  r.C = tau.dim() == 0 ? 1 : tau.size(0);
+  r.T = T;
+  r.alpha = to_vec(alpha, r.C);
+  r.beta = to_vec(beta, r.C);
+  r.gamma = to_vec(gamma, r.C);
+  r.tau = to_vec(tau, r.C);
+  r.vth = to_vec(vth, r.C);
+  r.vl = to_vec(vl, r.C);
+  r.vr = to_vec(vr, r.C);
+  TORCH_CHECK(t0 >= 0 && t0 + T <= conduct.size(0), "sj_glif_cpu: conduct has ",
+              conduct.size(0), " rows, steps ", t0, "..", t0 + T - 1, " requested");
+  r.k = to_vec(conduct.detach().narrow(0, t0, T), T * r.C);
+  return r;
+}
+
+// Per-channel coefficients in float64: D, Gh, L, R, theta, K [T, C].
+struct Coef {
+  std::vector<double> D, Gh, L, R, th, K;
+};
+
+Coef coefficients(const Raw& r, int64_t gate_mode) {
+  const int64_t C = r.C;
+  Coef c;
+  c.D.resize(C), c.Gh.resize(C), c.L.resize(C), c.R.resize(C), c.th.resize(C);
+  c.K.resize(r.T * C);
+  for (int64_t i = 0; i < C; ++i) {
+    double st = sigm(r.tau[i]), vl = sigm(r.vl[i]), vr = sigm(r.vr[i]);
+    c.th[i] = sigm(r.vth[i]);
+    if (gate_mode == 2) {
+      c.D[i] = st, c.Gh[i] = 1.0, c.L[i] = vl, c.R[i] = vr;
+    } else {
+      bool hard = gate_mode == 1;
+      double a = hard ? double(r.alpha[i] > 0) : sigm(r.alpha[i]);
+      double g = hard ? double(r.gamma[i] > 0) : sigm(r.gamma[i]);
+      c.D[i] = 1.0 - a * (1.0 - st), c.Gh[i] = g, c.L[i] = (1.0 - a) * vl;
+      c.R[i] = (1.0 - g) * vr;
+    }
+  }
+  for (int64_t t = 0; t < r.T; ++t) {
+    for (int64_t i = 0; i < C; ++i) {
+      double sk = sigm(r.k[t * C + i]);
+      if (gate_mode == 2) {
+        c.K[t * C + i] = sk;
+      } else {
+        double b = gate_mode == 1 ? double(r.beta[i] > 0) : sigm(r.beta[i]);
+        c.K[t * C + i] = 1.0 - b * (1.0 - sk);
+      }
+    }
+  }
+  return c;
+}
+
+// The coefficient tables the tiles read, in the compute dtype: [P] and K [T, P].
+template <typename acc_t>
+struct Tables {
+  std::vector<acc_t> D, GhD, L, R, th, K;
+};
+
+template <typename acc_t>
+Tables<acc_t> make_tables(const Coef& c, const Layout& l) {
+  Tables<acc_t> tb;
+  const int64_t P = l.P, rep = l.vec ? l.inner : 1;
+  tb.D.resize(P), tb.GhD.resize(P), tb.L.resize(P), tb.R.resize(P), tb.th.resize(P);
+  tb.K.resize(l.T * P);
+  const int64_t C = l.P / rep;
+  for (int64_t p = 0; p < P; ++p) {
+    int64_t ch = C == 1 ? 0 : p / rep;  // C == 1: layer-wise (one coefficient set)
+    tb.D[p] = acc_t(c.D[ch]);
+    tb.GhD[p] = acc_t(c.Gh[ch] * c.D[ch]);
+    tb.L[p] = acc_t(c.L[ch]);
+    tb.R[p] = acc_t(c.R[ch]);
+    tb.th[p] = acc_t(c.th[ch]);
+    for (int64_t t = 0; t < l.T; ++t) tb.K[t * P + p] = acc_t(c.K[t * (c.D.size()) + ch]);
+  }
+  return tb;
+}
+
+#define CO(ptr, j) (VEC ? (ptr)[j] : (ptr)[0])
+
+// ------------------------------------------------------------------------------ forward
+
+// Lanes per register block: one 64-byte vector with AVX-512, else two 32-byte ones.
+#ifdef __AVX512F__
+template <typename acc_t>
+constexpr int kLanes = 64 / sizeof(acc_t);
+#else
+template <typename acc_t>
+constexpr int kLanes = 32 / sizeof(acc_t);
+#endif
+
+// n (<= kLanes) neurons through T steps with the state in registers. Pointers are offset
+// to the block (coefficients too; read at [0] unless VEC); x, spk and u (nullable) have
+// step stride N; v0/s0 nullable (zero state).
+template <typename scalar_t, typename acc_t, bool VEC, bool STORE_U>
+inline __attribute__((always_inline)) void fwd_block(
+    const scalar_t* __restrict x, int64_t xs, int64_t T, int64_t N, const acc_t* __restrict D,
+    const acc_t* __restrict GhD, const acc_t* __restrict L, const acc_t* __restrict R,
+    const acc_t* __restrict TH, const acc_t* __restrict Kb, int64_t P,
+    const acc_t* __restrict v0, const acc_t* __restrict s0, scalar_t* __restrict spk,
+    int64_t ss, acc_t* __restrict u, acc_t* __restrict vlast, acc_t* __restrict slast, const int n) {
+  constexpr int W = kLanes<acc_t>;
+  acc_t v[W], s[W];
+  for (int w = 0; w < n; ++w) v[w] = v0 ? v0[w] : acc_t(0), s[w] = s0 ? s0[w] : acc_t(0);
+  for (int64_t t = 0; t < T; ++t) {
+    const scalar_t* __restrict xt = x + t * xs;
+    const acc_t* __restrict K = Kb + t * P;
+    scalar_t* __restrict st = spk + t * ss;
+    acc_t* __restrict ut = STORE_U ? u + t * N : nullptr;
+#pragma omp simd
+    for (int w = 0; w < n; ++w) {
+      const acc_t sp = s[w];
+      const acc_t un = (CO(D, w) - CO(GhD, w) * sp) * v[w] - CO(L, w) +
+                       CO(K, w) * acc_t(xt[w]) - CO(R, w) * sp;
+      const acc_t sn = un >= CO(TH, w) ? acc_t(1) : acc_t(0);
+      v[w] = un;
+      s[w] = sn;
+      st[w] = scalar_t(sn);
+      if constexpr (STORE_U) ut[w] = un;
+    }
+  }
+  for (int w = 0; w < n; ++w) vlast[w] = v[w], slast[w] = s[w];
+}
+
+// One tile (len neurons, pointers offset to it) through T steps, in register blocks.
+template <typename scalar_t, typename acc_t, bool VEC, bool STORE_U>
+void fwd_tile(const scalar_t* x, int64_t xs, int64_t T, int64_t N, int64_t len,
+              const Tables<acc_t>& tb, int64_t cpos, const acc_t* v0, const acc_t* s0,
+              scalar_t* spk, int64_t ss, acc_t* u, acc_t* vlast, acc_t* slast) {
+  constexpr int W = kLanes<acc_t>;
+  const int64_t P = tb.D.size();
+  for (int64_t j = 0; j < len; j += W) {
+    const int n = int(std::min<int64_t>(W, len - j));
+    const int64_t c = VEC ? cpos + j : cpos;
+#define SJ_GLIF_BLOCK(count)                                                                   \
+  fwd_block<scalar_t, acc_t, VEC, STORE_U>(                                                    \
+      x + j, xs, T, N, tb.D.data() + c, tb.GhD.data() + c, tb.L.data() + c, tb.R.data() + c,  \
+      tb.th.data() + c, tb.K.data() + c, P, v0 ? v0 + j : nullptr, s0 ? s0 + j : nullptr,     \
+      spk + j, ss, STORE_U ? u + j : nullptr, vlast + j, slast + j, count)
+    if (n == W) {
+      SJ_GLIF_BLOCK(W);
+    } else {
+      SJ_GLIF_BLOCK(n);
+    }
+#undef SJ_GLIF_BLOCK
+  }
+}
+
+// ------------------------------------------------------------------------------ backward
+
+// n (<= kLanes) neurons through the backward: the membranes recomputed into `scratch`
+// ([T, kLanes]) unless stored (useq, step stride N), then reverse time with the carried
+// gradients and the per-lane sums in registers. Pointers are offset to the block; the
+// coefficient pointers too (read at [0] unless VEC). Writes dx, dv0, ds0 and the block's
+// lanes of accf (kSums rows then one row per step (du x), row stride lstride).
+template <typename scalar_t, typename acc_t, bool VEC, int SID>
+inline __attribute__((always_inline)) void bwd_block(
+    const scalar_t* __restrict x, int64_t xs, const scalar_t* __restrict gspk, int64_t gstride,
+    const acc_t* __restrict gu, int64_t gustride, const acc_t* __restrict useq,
+    const acc_t* __restrict v0, const acc_t* __restrict s0, const acc_t* __restrict gv,
+    const acc_t* __restrict gsl, int64_t T, int64_t N, const acc_t* __restrict D,
+    const acc_t* __restrict GhD, const acc_t* __restrict L, const acc_t* __restrict R,
+    const acc_t* __restrict TH, const acc_t* __restrict Kb, int64_t P, acc_t a, acc_t keep,
+    scalar_t* __restrict dx, int64_t dxs, acc_t* __restrict dv0, acc_t* __restrict ds0,
+    acc_t* __restrict accf, int64_t lstride, acc_t* __restrict scratch, const int n) {
+  constexpr int W = kLanes<acc_t>;
+  const acc_t* __restrict U = useq;
+  int64_t us = N;
+  if (!useq) {
+    acc_t v[W], s[W];
+    for (int w = 0; w < n; ++w) v[w] = v0[w], s[w] = s0[w];
+    for (int64_t t = 0; t < T; ++t) {
+      const scalar_t* __restrict xt = x + t * xs;
+      const acc_t* __restrict K = Kb + t * P;
+      acc_t* __restrict ut = scratch + t * W;
+#pragma omp simd
+      for (int w = 0; w < n; ++w) {
+        const acc_t sp = s[w];
+        const acc_t u = (CO(D, w) - CO(GhD, w) * sp) * v[w] - CO(L, w) +
+                        CO(K, w) * acc_t(xt[w]) - CO(R, w) * sp;
+        v[w] = u;
+        s[w] = u >= CO(TH, w) ? acc_t(1) : acc_t(0);
+        ut[w] = u;
+      }
+    }
+    U = scratch;
+    us = W;
+  }
+  acc_t du[W], gsn[W], ath[W], aup[W], aups[W], au[W], aus[W];
+  for (int w = 0; w < n; ++w) {
+    du[w] = acc_t(0), gsn[w] = acc_t(0);
+    ath[w] = aup[w] = aups[w] = au[w] = aus[w] = acc_t(0);
+  }
+  if (gv) {
+    for (int w = 0; w < n; ++w) du[w] = gv[w];
+  }
+  if (gsl) {
+    for (int w = 0; w < n; ++w) gsn[w] = -gsl[w];
+  }
+  for (int64_t t = T - 1; t >= 0; --t) {
+    const bool first = t == 0;
+    const acc_t* __restrict ut = U + t * us;
+    const acc_t* __restrict up = first ? v0 : U + (t - 1) * us;
+    const scalar_t* __restrict gt = gspk + t * gstride;
+    const acc_t* __restrict gut = gu + t * gustride;
+    const scalar_t* __restrict xt = x + t * xs;
+    scalar_t* __restrict dxt = dx + t * dxs;
+    const acc_t* __restrict K = Kb + t * P;
+    acc_t* __restrict ak = accf + (kSums + t) * lstride;
+#pragma omp simd
+    for (int w = 0; w < n; ++w) {
+      const acc_t th = CO(TH, w);
+      const acc_t uprev = up[w];
+      const acc_t sp = first ? s0[w] : (uprev >= th ? acc_t(1) : acc_t(0));
+      const acc_t ds = (acc_t(gt[w]) - gsn[w]) * surrogate<SID, acc_t>(ut[w] - th, a);
+      const acc_t d = du[w] + ds + gut[w];
+      dxt[w] = scalar_t(d * CO(K, w));
+      ak[w] = d * acc_t(xt[w]);
+      const acc_t dup = d * uprev;
+      ath[w] += ds;
+      aup[w] += dup;
+      aups[w] += dup * sp;
+      au[w] += d;
+      aus[w] += d * sp;
+      // -dL/ds_{t-1} = du (Gh D u_{t-1} + R); dL/du_{t-1} = du D (1 - Gh s_{t-1})
+      gsn[w] = keep * (d * CO(R, w) + dup * CO(GhD, w));
+      du[w] = d * (CO(D, w) - CO(GhD, w) * sp);
+    }
+  }
+  for (int w = 0; w < n; ++w) {
+    dv0[w] = du[w];
+    ds0[w] = -gsn[w];
+    accf[kTh * lstride + w] = ath[w];
+    accf[kUp * lstride + w] = aup[w];
+    accf[kUps * lstride + w] = aups[w];
+    accf[kU * lstride + w] = au[w];
+    accf[kUs * lstride + w] = aus[w];
+  }
+}
+
+// One tile (len neurons) through the backward, in register blocks of kLanes. Pointers are
+// offset to the tile; v0/s0 non-null (zeros when absent), gspk/gu with stride 0 on a
+// zero buffer when absent, gv/gsl/useq nullable. accf: [kSums + T, len].
+template <typename scalar_t, typename acc_t, bool VEC, int SID>
+void bwd_tile(const scalar_t* x, int64_t xs, const scalar_t* gspk, int64_t gstride,
+              const acc_t* gu, int64_t gustride, const acc_t* useq, const acc_t* v0,
+              const acc_t* s0, const acc_t* gv, const acc_t* gsl, int64_t T, int64_t N,
+              int64_t len, const Tables<acc_t>& tb, int64_t cpos, acc_t a, bool detach,
+              scalar_t* dx, int64_t dxs, acc_t* dv0, acc_t* ds0, acc_t* accf, acc_t* scratch) {
+  constexpr int W = kLanes<acc_t>;
+  const int64_t P = tb.D.size();
+  const acc_t keep = detach ? acc_t(0) : acc_t(1);
+  for (int64_t j = 0; j < len; j += W) {
+    const int n = int(std::min<int64_t>(W, len - j));
+    const int64_t c = VEC ? cpos + j : cpos;
+    const acc_t* gvj = gv ? gv + j : nullptr;
+    const acc_t* gslj = gsl ? gsl + j : nullptr;
+    const acc_t* uj = useq ? useq + j : nullptr;
+#define SJ_GLIF_BLOCK(count)                                                                    \
+  bwd_block<scalar_t, acc_t, VEC, SID>(                                                         \
+      x + j, xs, gspk + (gstride ? j : 0), gstride, gu + (gustride ? j : 0), gustride, uj,    \
+      v0 + j, s0 + j, gvj, gslj, T, N, tb.D.data() + c, tb.GhD.data() + c, tb.L.data() + c,   \
+      tb.R.data() + c, tb.th.data() + c, tb.K.data() + c, P, a, keep, dx + j, dxs, dv0 + j,   \
+      ds0 + j, accf + j, len, scratch, count)
+    if (n == W) {
+      SJ_GLIF_BLOCK(W);  // a constant lane count: the block lives in registers
+    } else {
+      SJ_GLIF_BLOCK(n);
+    }
+#undef SJ_GLIF_BLOCK
+  }
+}
+
+// Add a tile's per-lane sums (rows x len) to a work item's float64 accumulators (rows x
+// P, at the tile's coefficient position): per position for channel-varying tiles, summed
+// over the lanes (one channel) otherwise. A fixed order for a given len.
+template <typename acc_t>
+void fold(const acc_t* accf, int64_t rows, int64_t len, bool vec, double* ad, int64_t P) {
+  for (int64_t k = 0; k < rows; ++k) {
+    const acc_t* __restrict src = accf + k * len;
+    double* __restrict dst = ad + k * P;
+    if (vec) {
+#pragma omp simd
+      for (int64_t j = 0; j < len; ++j) dst[j] += double(src[j]);
+    } else {
+      double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t j = 0; j < len; ++j) sum += double(src[j]);
+      dst[0] += sum;
+    }
+  }
+}
+
+// [T, len] tile of a 16-bit tensor (step stride N) to/from a packed compute-dtype buffer.
+template <typename scalar_t, typename acc_t>
+void to_compute(const scalar_t* src, int64_t N, acc_t* dst, int64_t T, int64_t len) {
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t j = 0; j < len; ++j) dst[t * len + j] = acc_t(src[t * N + j]);
+  }
+}
+template <typename scalar_t, typename acc_t>
+void from_compute(const acc_t* src, scalar_t* dst, int64_t N, int64_t T, int64_t len) {
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t j = 0; j < len; ++j) dst[t * N + j] = scalar_t(src[t * len + j]);
+  }
+}
+
+// ------------------------------------------------------------------------------ ops
+
+at::ScalarType compute_type(const Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+int64_t norm_channel_dim(const Tensor& x, int64_t channel_dim) {
+  const int64_t nd = x.dim() - 1;
+  TORCH_CHECK(nd >= 1, "sj_glif_cpu: x must be [T, *step], got ", x.sizes());
+  TORCH_CHECK(-nd <= channel_dim && channel_dim < nd, "sj_glif_cpu: channel_dim ", channel_dim,
+              " out of range for a step of ", nd, " dims");
+  return channel_dim < 0 ? channel_dim + nd : channel_dim;
+}
+
+Tensor opt_state(const std::optional<Tensor>& t, at::ScalarType cdt) {
+  if (!t.has_value() || !t->defined()) return Tensor();
+  return t->to(cdt).contiguous();
+}
+
+template <typename T>
+const T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> glif_fwd(
+    const Tensor& x_in, const std::optional<Tensor>& v0_in, const std::optional<Tensor>& s0_in,
+    const std::optional<Tensor>& alpha, const std::optional<Tensor>& beta,
+    const std::optional<Tensor>& gamma, const Tensor& tau, const Tensor& v_threshold,
+    const Tensor& linear_decay, const Tensor& v_subreset, const Tensor& conduct, int64_t t0,
+    int64_t channel_dim, int64_t gate_mode, bool store_u) {
+  TORCH_CHECK(x_in.device().is_cpu(), "sj_glif_cpu: x must be on the CPU, got ", x_in.device());
+  const int64_t cd = norm_channel_dim(x_in, channel_dim);
+  const Tensor x = x_in.contiguous();  // the one copy, for a non-contiguous input
+  const auto cdt = compute_type(x);
+  const int64_t T = x.size(0);
+  const bool layerwise = tau.dim() == 0;
+  const Layout l = make_layout(x, cd, layerwise, layerwise ? 1 : tau.size(0), kMaxTile);
+  const Coef c = coefficients(
+      read_raw(alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct, t0, T),
+      gate_mode);
+  const auto step = x.sizes().slice(1);
+  const auto copt = x.options().dtype(cdt);
+  Tensor spike = at::empty(x.sizes(), x.options());
+  Tensor v_last = at::empty(step, copt);
+  Tensor s_last = at::empty(step, copt);
+  Tensor u_seq = store_u ? at::empty(x.sizes(), copt) : at::empty({0}, copt);
+  const Tensor v0 = opt_state(v0_in, cdt), s0 = opt_state(s0_in, cdt);
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sj_glif_cpu_fwd", [&] {
+    using acc_t = typename AccType<scalar_t>::type;
+    const Tables<acc_t> tb = make_tables<acc_t>(c, l);
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    scalar_t* sp = spike.data_ptr<scalar_t>();
+    acc_t* up = store_u ? u_seq.data_ptr<acc_t>() : nullptr;
+    const acc_t* v0p = ptr_or_null<acc_t>(v0);
+    const acc_t* s0p = ptr_or_null<acc_t>(s0);
+    acc_t* vl = v_last.data_ptr<acc_t>();
+    acc_t* sl = s_last.data_ptr<acc_t>();
+    const int64_t grain = l.N * T < 32768 ? std::max<int64_t>(l.ntiles, 1) : 1;
+    // the kernels are compiled for the compute dtype only: a 16-bit input is converted per
+    // tile (x in, spikes out) so that it runs exactly the float32 arithmetic
+    constexpr bool kDirect = std::is_same_v<scalar_t, acc_t>;
+    using Fn = decltype(&fwd_tile<acc_t, acc_t, true, true>);
+    const Fn tile = l.vec ? (up ? fwd_tile<acc_t, acc_t, true, true>
+                                : fwd_tile<acc_t, acc_t, true, false>)
+                          : (up ? fwd_tile<acc_t, acc_t, false, true>
+                                : fwd_tile<acc_t, acc_t, false, false>);
+    at::parallel_for(0, l.ntiles, grain, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> xb(kDirect ? 0 : T * l.cap), sb(kDirect ? 0 : T * l.cap);
+      for (int64_t i = begin; i < end; ++i) {
+        int64_t base, len, cpos;
+        l.tile(i, base, len, cpos);
+        const acc_t* v0t = v0p ? v0p + base : nullptr;
+        const acc_t* s0t = s0p ? s0p + base : nullptr;
+        acc_t* ut = up ? up + base : nullptr;
+        if constexpr (kDirect) {
+          // (the same type here; the cast only lets the 16-bit instantiations compile: an
+          // `if constexpr` in this non-template lambda does not discard its branch)
+          tile(reinterpret_cast<const acc_t*>(xp) + base, l.N, T, l.N, len, tb, cpos, v0t, s0t,
+               reinterpret_cast<acc_t*>(sp) + base, l.N, ut, vl + base, sl + base);
+        } else {
+          to_compute(xp + base, l.N, xb.data(), T, len);
+          tile(xb.data(), len, T, l.N, len, tb, cpos, v0t, s0t, sb.data(), len, ut, vl + base,
+               sl + base);
+          from_compute(sb.data(), sp + base, l.N, T, len);
+        }
+      }
+    });
+  });
+  return {spike, v_last, s_last, u_seq};
+}
+
+template <typename scalar_t, typename acc_t, bool VEC>
+using BwdTileFn = decltype(&bwd_tile<scalar_t, acc_t, VEC, 0>);
+
+template <typename scalar_t, typename acc_t, bool VEC>
+BwdTileFn<scalar_t, acc_t, VEC> pick_bwd(int64_t sid) {
+  switch (sid) {
+    case 0: return bwd_tile<scalar_t, acc_t, VEC, 0>;
+    case 1: return bwd_tile<scalar_t, acc_t, VEC, 1>;
+    case 2: return bwd_tile<scalar_t, acc_t, VEC, 2>;
+    case 3: return bwd_tile<scalar_t, acc_t, VEC, 3>;
+    case 4: return bwd_tile<scalar_t, acc_t, VEC, 4>;
+    case 5: return bwd_tile<scalar_t, acc_t, VEC, 5>;
+    case 6: return bwd_tile<scalar_t, acc_t, VEC, 6>;
+    case 7: return bwd_tile<scalar_t, acc_t, VEC, 7>;
+    default: TORCH_CHECK(false, "sj_glif_cpu: unknown surrogate id ", sid, " (expected 0..7)");
+  }
+  return nullptr;
+}
+
+// Raw-parameter gradients from the per-channel sums (chain rule through the sigmoids;
+// hard gates: straight-through). sums: kSums rows then T rows, each [C].
+std::vector<std::vector<double>> raw_grads(const std::vector<double>& sums, const Raw& r,
+                                           const Coef& c, int64_t gate_mode) {
+  const int64_t C = r.C, T = r.T;
+  // alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset: [C]; conduct: [T, C]
+  std::vector<std::vector<double>> g(7, std::vector<double>(C, 0.0));
+  std::vector<double> gk(T * C, 0.0);
+  for (int64_t i = 0; i < C; ++i) {
+    const double s_ups = sums[kUps * C + i];
+    const double sD = sums[kUp * C + i] - c.Gh[i] * s_ups;  // sum du u_prev (1 - Gh s_prev)
+    const double sGh = -c.D[i] * s_ups;
+    const double sL = -sums[kU * C + i], sR = -sums[kUs * C + i], sTh = -sums[kTh * C + i];
+    const double st = sigm(r.tau[i]), vl = sigm(r.vl[i]), vr = sigm(r.vr[i]);
+    g[4][i] = sTh * dsig(sigm(r.vth[i]));
+    if (gate_mode == 2) {
+      g[3][i] = sD * dsig(st);
+      g[5][i] = sL * dsig(vl);
+      g[6][i] = sR * dsig(vr);
+      for (int64_t t = 0; t < T; ++t) {
+        gk[t * C + i] = sums[(kSums + t) * C + i] * dsig(sigm(r.k[t * C + i]));
+      }
+      continue;
+    }
+    const bool hard = gate_mode == 1;
+    const double sa = sigm(r.alpha[i]), sb = sigm(r.beta[i]), sg = sigm(r.gamma[i]);
+    const double a = hard ? double(r.alpha[i] > 0) : sa;
+    const double b = hard ? double(r.beta[i] > 0) : sb;
+    const double gm = hard ? double(r.gamma[i] > 0) : sg;
+    g[0][i] = (-sD * (1.0 - st) - sL * vl) * dsig(sa);
+    g[3][i] = sD * a * dsig(st);
+    g[5][i] = sL * (1.0 - a) * dsig(vl);
+    g[2][i] = (sGh - sR * vr) * dsig(sg);
+    g[6][i] = sR * (1.0 - gm) * dsig(vr);
+    double beta_sum = 0.0;
+    for (int64_t t = 0; t < T; ++t) {
+      const double sk = sigm(r.k[t * C + i]), sK = sums[(kSums + t) * C + i];
+      beta_sum += sK * (1.0 - sk);
+      gk[t * C + i] = sK * b * dsig(sk);
+    }
+    g[1][i] = -beta_sum * dsig(sb);
+  }
+  g.push_back(std::move(gk));
+  return g;
+}
+
+Tensor from_vec(const std::vector<double>& v, at::IntArrayRef shape, at::ScalarType dtype) {
+  Tensor t = at::empty(shape, at::TensorOptions().dtype(at::kDouble));
+  std::memcpy(t.data_ptr<double>(), v.data(), sizeof(double) * v.size());
+  return t.to(dtype);
+}
+
+std::vector<Tensor> glif_bwd(
+    const std::optional<Tensor>& grad_spike_in, const std::optional<Tensor>& grad_v_last_in,
+    const std::optional<Tensor>& grad_s_last_in, const std::optional<Tensor>& grad_u_seq_in,
+    const Tensor& x_in, const std::optional<Tensor>& v0_in, const std::optional<Tensor>& s0_in,
+    const Tensor& u_seq_in, const std::optional<Tensor>& alpha, const std::optional<Tensor>& beta,
+    const std::optional<Tensor>& gamma, const Tensor& tau, const Tensor& v_threshold,
+    const Tensor& linear_decay, const Tensor& v_subreset, const Tensor& conduct, int64_t t0,
+    int64_t channel_dim, int64_t gate_mode, int64_t surrogate_id, double sg_alpha,
+    bool detach_reset) {
+  TORCH_CHECK(x_in.device().is_cpu(), "sj_glif_cpu: x must be on the CPU, got ", x_in.device());
+  const int64_t cd = norm_channel_dim(x_in, channel_dim);
+  const Tensor x = x_in.contiguous();
+  const auto cdt = compute_type(x);
+  const int64_t T = x.size(0);
+  const bool layerwise = tau.dim() == 0;
+  const int64_t C = layerwise ? 1 : tau.size(0);
+  const bool recompute = u_seq_in.numel() == 0;
+  const Layout l = make_layout(x, cd, layerwise, C, kMaxTile);
+  const Raw r =
+      read_raw(alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct, t0, T);
+  const Coef c = coefficients(r, gate_mode);
+  const auto step = x.sizes().slice(1);
+  const auto copt = x.options().dtype(cdt);
+
+  auto grad_or_empty = [&](const std::optional<Tensor>& g, at::ScalarType dt) {
+    if (!g.has_value() || !g->defined()) return Tensor();
+    return g->to(dt).contiguous();
+  };
+  const Tensor gspk = grad_or_empty(grad_spike_in, x.scalar_type());
+  const Tensor gv = grad_or_empty(grad_v_last_in, cdt);
+  const Tensor gsl = grad_or_empty(grad_s_last_in, cdt);
+  const Tensor gu = grad_or_empty(grad_u_seq_in, cdt);
+  const Tensor u_seq = recompute ? Tensor() : u_seq_in.to(cdt).contiguous();
+  const Tensor v0 = opt_state(v0_in, cdt), s0 = opt_state(s0_in, cdt);
+
+  Tensor dx = at::empty(x.sizes(), x.options());
+  Tensor dv0 = at::empty(step, copt);
+  Tensor ds0 = at::empty(step, copt);
+
+  // work items: fixed runs of tiles (independent of the thread count), each with its own
+  // float64 accumulators [kSums + T, P]
+  const int64_t rows = kSums + T;
+  const int64_t item_bytes = rows * l.P * int64_t(sizeof(double));
+  const int64_t n_items =
+      l.ntiles == 0 ? 0
+                    : std::min<int64_t>({l.ntiles, 256,
+                                         std::max<int64_t>(32, (int64_t(8) << 20) / item_bytes)});
+  std::vector<double> accd(n_items * rows * l.P, 0.0);
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sj_glif_cpu_bwd", [&] {
+    using acc_t = typename AccType<scalar_t>::type;
+    const Tables<acc_t> tb = make_tables<acc_t>(c, l);
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    const scalar_t* gsp = ptr_or_null<scalar_t>(gspk);
+    const acc_t* gvp = ptr_or_null<acc_t>(gv);
+    const acc_t* gslp = ptr_or_null<acc_t>(gsl);
+    const acc_t* gup = ptr_or_null<acc_t>(gu);
+    const acc_t* usp = ptr_or_null<acc_t>(u_seq);
+    const acc_t* v0p = ptr_or_null<acc_t>(v0);
+    const acc_t* s0p = ptr_or_null<acc_t>(s0);
+    scalar_t* dxp = dx.data_ptr<scalar_t>();
+    acc_t* dv0p = dv0.data_ptr<acc_t>();
+    acc_t* ds0p = ds0.data_ptr<acc_t>();
+    const acc_t a = acc_t(sg_alpha);
+    const auto tile_vec = pick_bwd<acc_t, acc_t, true>(surrogate_id);
+    const auto tile_sca = pick_bwd<acc_t, acc_t, false>(surrogate_id);
+    constexpr bool kDirect = std::is_same_v<scalar_t, acc_t>;  // else convert per tile
+    const int64_t grain = l.N * T < 16384 ? std::max<int64_t>(n_items, 1) : 1;
+    at::parallel_for(0, n_items, grain, [&](int64_t ib, int64_t ie) {
+      const int64_t cap = l.cap;
+      std::vector<acc_t> accf(rows * cap), zeros(cap, acc_t(0));
+      std::vector<acc_t> scratch(T * kLanes<acc_t>);
+      std::vector<acc_t> xb(kDirect ? 0 : T * cap), gb(kDirect ? 0 : T * cap);
+      std::vector<acc_t> dxb(kDirect ? 0 : T * cap);
+      for (int64_t item = ib; item < ie; ++item) {
+        double* ad = accd.data() + item * rows * l.P;
+        const int64_t tb_begin = item * l.ntiles / n_items;
+        const int64_t tb_end = (item + 1) * l.ntiles / n_items;
+        for (int64_t i = tb_begin; i < tb_end; ++i) {
+          int64_t base, len, cpos;
+          l.tile(i, base, len, cpos);
+          const acc_t *xt, *gt;
+          acc_t* dxt;
+          int64_t xs, gs, dxs;
+          if constexpr (kDirect) {
+            // (same types; see the forward)
+            xt = reinterpret_cast<const acc_t*>(xp) + base, xs = l.N;
+            dxt = reinterpret_cast<acc_t*>(dxp) + base, dxs = l.N;
+            gt = gsp ? reinterpret_cast<const acc_t*>(gsp) + base : zeros.data();
+            gs = gsp ? l.N : 0;
+          } else {
+            to_compute(xp + base, l.N, xb.data(), T, len);
+            xt = xb.data(), xs = len, dxt = dxb.data(), dxs = len;
+            if (gsp) to_compute(gsp + base, l.N, gb.data(), T, len);
+            gt = gsp ? gb.data() : zeros.data(), gs = gsp ? len : 0;
+          }
+          (l.vec ? tile_vec : tile_sca)(
+              xt, xs, gt, gs, gup ? gup + base : zeros.data(), gup ? l.N : 0,
+              usp ? usp + base : nullptr, v0p ? v0p + base : zeros.data(),
+              s0p ? s0p + base : zeros.data(), gvp ? gvp + base : nullptr,
+              gslp ? gslp + base : nullptr, T, l.N, len, tb, cpos, a, detach_reset, dxt, dxs,
+              dv0p + base, ds0p + base, accf.data(), scratch.data());
+          if constexpr (!kDirect) from_compute(dxb.data(), dxp + base, l.N, T, len);
+          fold(accf.data(), rows, len, l.vec, ad + cpos, l.P);
+        }
+      }
+    });
+  });
+
+  // items in order, then positions in order: a fixed summation order
+  std::vector<double> sums(rows * C, 0.0);
+  const int64_t rep = l.vec ? l.inner : 1;
+  for (int64_t item = 0; item < n_items; ++item) {
+    const double* ad = accd.data() + item * rows * l.P;
+    for (int64_t k = 0; k < rows; ++k) {
+      const double* row = ad + k * l.P;  // [C, rep], or [P] for one channel
+      double* out = sums.data() + k * C;
+      if (C == 1) {
+        for (int64_t p = 0; p < l.P; ++p) out[0] += row[p];
+      } else {
+        for (int64_t ch = 0; ch < C; ++ch) {
+          for (int64_t r = 0; r < rep; ++r) out[ch] += row[ch * rep + r];
+        }
+      }
+    }
+  }
+  auto g = raw_grads(sums, r, c, gate_mode);
+
+  std::vector<Tensor> out{dx, dv0, ds0};
+  const std::optional<Tensor>* gates[3] = {&alpha, &beta, &gamma};
+  const Tensor* params[4] = {&tau, &v_threshold, &linear_decay, &v_subreset};
+  for (int i = 0; i < 3; ++i) {
+    const auto& p = *gates[i];
+    if (!p.has_value() || !p->defined()) {
+      out.push_back(at::zeros_like(tau));
+    } else if (gate_mode == 2) {
+      out.push_back(at::zeros_like(*p));
+    } else {
+      out.push_back(from_vec(g[i], p->sizes(), p->scalar_type()));
+    }
+  }
+  for (int i = 0; i < 4; ++i) out.push_back(from_vec(g[3 + i], params[i]->sizes(), params[i]->scalar_type()));
+  Tensor dk = at::zeros_like(conduct);
+  std::vector<int64_t> kshape{T};
+  if (!layerwise) kshape.push_back(C);
+  dk.narrow(0, t0, T).copy_(from_vec(g[7], kshape, conduct.scalar_type()));
+  out.push_back(dk);
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(sj_glif_cpu, m) {
+  m.def(
+      "fwd(Tensor x, Tensor? v0, Tensor? s0, Tensor? alpha, Tensor? beta, Tensor? gamma, "
+      "Tensor tau, Tensor v_threshold, Tensor linear_decay, Tensor v_subreset, Tensor conduct, "
+      "int t0, int channel_dim, int gate_mode, bool store_u) -> (Tensor, Tensor, Tensor, Tensor)",
+      &glif_fwd);
+  m.def(
+      "bwd(Tensor? grad_spike, Tensor? grad_v_last, Tensor? grad_s_last, Tensor? grad_u_seq, "
+      "Tensor x, Tensor? v0, Tensor? s0, Tensor u_seq, Tensor? alpha, Tensor? beta, "
+      "Tensor? gamma, Tensor tau, Tensor v_threshold, Tensor linear_decay, Tensor v_subreset, "
+      "Tensor conduct, int t0, int channel_dim, int gate_mode, int surrogate_id, float sg_alpha, "
+      "bool detach_reset) -> Tensor[]",
+      &glif_bwd);
+}
