@@ -806,7 +806,7 @@ WRONG_TYPE = [
     ("detach_reset", 1, TypeError, r"detach_reset must be a bool \(True or False\), got int \(1\)"),
     ("detach_reset", "yes", TypeError, r"detach_reset must be a bool"),
     ("store_v_seq", None, TypeError, r"store_v_seq must be a bool .*got NoneType"),
-    ("backend", 1, ValueError, r"backend must be one of \('auto', 'triton', 'torch'\), got 1"),
+    ("backend", 1, ValueError, r"backend must be one of \('auto', 'triton', 'torch', 'cpp'\), got 1"),  # noqa: E501
     ("backend", None, ValueError, r"backend must be one of .*got None"),
 ]  # fmt: skip
 
