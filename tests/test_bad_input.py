@@ -452,6 +452,7 @@ def test_prepare_ddp_refuses_an_already_wrapped_model():
         prepare_ddp(wrapped)
 
 
+@pytest.mark.needs_sj2("GatedLIFNode")
 def test_from_gated_lif_with_a_conflicting_T_names_both_shapes():
     peer = neuron.GatedLIFNode(T=T, inplane=C)
     with pytest.raises(RuntimeError, match=r"conduct of shape \[3, 4\] .*expected \[5, 4\]"):

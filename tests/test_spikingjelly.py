@@ -400,6 +400,7 @@ def _forward(model: nn.Module, x: torch.Tensor, step_mode: str) -> torch.Tensor:
 
 
 @pytest.mark.slow
+@pytest.mark.needs_sj2("the distributed vision configs")
 @pytest.mark.parametrize("name", ["spikformer", "sew_resnet34"])
 def test_vision_builder_loads_a_glif_checkpoint_for_inference(name):
     config = _vision_configs()[name]
@@ -435,6 +436,7 @@ def test_vision_builder_loads_a_glif_checkpoint_for_inference(name):
     torch.testing.assert_close(_forward(loaded, x, config.step_mode), want, rtol=0, atol=0)
 
 
+@pytest.mark.needs_sj2("the distributed vision configs")
 def test_vision_builder_with_its_own_T_takes_no_T_in_the_neuron_kwargs():
     """The documented way (sj_glif.plugins): T in the neuron kwargs of a builder that
     passes its own T fails in SpikingJelly; without it GLIF infers T from the input."""
@@ -449,6 +451,7 @@ def test_vision_builder_with_its_own_T_takes_no_T_in_the_neuron_kwargs():
     assert "Leave ``T`` out of ``NeuronConfig.kwargs``" in sj_glif.plugins.__doc__
 
 
+@pytest.mark.needs_sj2("the distributed vision configs")
 def test_lazy_targets_with_tensor_parallelism_raise_a_clear_error():
     from spikingjelly.activation_based.distributed.vision.config import ModelBuilder
 
