@@ -27,6 +27,7 @@ import textwrap
 import pytest
 import torch
 from spikingjelly.activation_based import surrogate
+from test_ops import make_inputs, make_params  # the same random cases as the torch path
 
 from sj_glif import GLIFNode, cpu, implementation_for
 from sj_glif.ops import ENV_VAR, glif_multi_step
@@ -57,29 +58,6 @@ def _needs_a_compiler(request):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def make_params(C, rows, *, layerwise=False, dtype=F64, seed=0, gate_mode="soft"):
-    """Raw parameters ~U(-2, 2), ``[C]`` (``[]`` layer-wise) and conduct ``[rows, C]``."""
-    g = torch.Generator().manual_seed(seed)
-    shape = () if layerwise else (C,)
-    out = {}
-    for name in PARAMS:
-        size = (rows, *shape) if name == "conduct" else shape
-        out[name] = (4 * torch.rand(size, generator=g, dtype=F64) - 2).to(dtype)
-    if gate_mode == "coarse":
-        out.update(alpha=None, beta=None, gamma=None)
-    return out
-
-
-def make_inputs(shape, *, dtype=F64, seed=0, scale=1.5):
-    """``x [T, *step]`` in (-scale/4, 3 scale/4), a random ``v0`` and a 0/1 ``s0``."""
-    g = torch.Generator().manual_seed(seed + 1000)
-    x = scale * (torch.rand(shape, generator=g, dtype=F64) - 0.25)
-    cdt = F64 if dtype == F64 else F32
-    v0 = torch.rand(shape[1:], generator=g, dtype=F64) - 0.3
-    s0 = (torch.rand(shape[1:], generator=g, dtype=F64) > 0.5).to(F64)
-    return x.to(dtype), v0.to(cdt), s0.to(cdt)
 
 
 def run(impl, x, v0, s0, params, channel_dim=1, store_v_seq=True, **kw):
