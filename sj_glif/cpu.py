@@ -89,11 +89,22 @@ def _cpu_signature() -> str:
         return f"{platform.machine()} {platform.processor()}"
 
 
+def _cpp_extension():
+    """``torch.utils.cpp_extension``, imported with its import-time notice that no CUDA
+    runtime was found silenced: a CPU build needs none."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension  # noqa: PLC0415
+    finally:
+        logger.setLevel(level)
+    return cpp_extension
+
+
 def build_directory() -> Path:
     """Where the compiled library is (or will be) cached for this machine and source."""
-    from torch.utils.cpp_extension import get_default_build_root  # noqa: PLC0415
-
-    root = os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root()
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or _cpp_extension().get_default_build_root()
     key = hashlib.sha256()
     for part in (
         SOURCE.read_bytes(),
@@ -122,8 +133,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _build():
-    from torch.utils import cpp_extension  # noqa: PLC0415
-
+    cpp_extension = _cpp_extension()
     directory = build_directory()
     directory.mkdir(parents=True, exist_ok=True)
     cached = any(directory.glob(f"{LIBRARY}.*")) and (directory / "build.ninja").is_file()
