@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 from spikingjelly.activation_based import functional, neuron, surrogate
 
-from sj_glif import GLIFNode, cpu
+from sj_glif import GLIFNode, bench, cpu
 
 # (label, [T, *step], channel_dim)
 SIZES = [
@@ -48,15 +48,7 @@ SIZES = [
     ("T=32 [32,16,64,16,16]", (32, 16, 64, 16, 16), 1),
 ]
 PROVIDERS = ("glif_cpp", "glif_torch", "gated_lif", "gated_lif_compile", "sj_lif", "sj_plif")
-NAMES = {
-    "glif_cpp": "GLIF (C++ CPU)",
-    "glif_torch": "GLIF (PyTorch)",
-    "gated_lif": "GatedLIFNode",
-    "gated_lif_compile": "GatedLIFNode + torch.compile",
-    "sj_lif": "LIF",
-    "sj_plif": "PLIF",
-    "clone": "x.clone() (bandwidth reference)",
-}
+NAMES = {**bench.LABELS, "clone": "x.clone() (bandwidth reference)"}
 
 
 def environment() -> dict:
