@@ -729,10 +729,10 @@ def glif_multi_step(
         or (s0 is not None and s0.requires_grad)
         or any(p.requires_grad for p in params.values())
     )
-    # the Triton backward reads the saved membrane stream (unless it recomputes it); the
-    # torch backward recomputes it from the input, so training keeps only x (and the
-    # initial state) alive
-    store_u = store_v_seq or (needs_grad and impl == "triton" and not _triton_bwd_recomputes_u())
+    # every backward (Triton, C++, PyTorch) recomputes the membrane from the input, so
+    # training keeps only x (and a non-zero initial state) alive: the membrane stream is
+    # stored only when asked for
+    store_u = bool(store_v_seq)
     args = (x_seq, v0, s0, *params.values(), t0, cd, _GATE_IDS[gate_mode], sid, sg_alpha,
             detach_reset, store_u, impl)  # fmt: skip
     if torch.compiler.is_compiling():  # the op: torch.compile sees GLIF as one node
