@@ -19,24 +19,15 @@ from pathlib import Path
 import torch
 
 from sj_glif import bench
+from sj_glif.cli import positive_int
 
 SHAPE = (8, 16, 64, 16, 16)
 DEFAULT_OUT = Path("sj-glif-bench") / "cpu_training_step"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=_positive_int, default=21, help="timed steps (default 21)")
+    parser.add_argument("--reps", type=positive_int, default=21, help="timed steps (default 21)")
     parser.add_argument(
         "--out",
         type=Path,

@@ -37,7 +37,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an int >= 1 (the message names what came)."""
     try:
         value = int(text)
     except ValueError:
@@ -161,7 +162,7 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--T",
         nargs="+",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="time steps to sweep, with --sizes (default: the cases of --quick or the full "
         "sweep; with --sizes alone, 8)",
@@ -177,13 +178,13 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads",
         nargs="+",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help=f"torch CPU thread counts to sweep (default: torch's, now {torch.get_num_threads()})",
     )
     p.add_argument(
         "--reps",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="timed repetitions per provider and mode; the median is reported (default: "
         f"(warm-up, reps) = CPU {quick_or_full('cpu')}; CUDA {quick_or_full('cuda')})",
@@ -196,7 +197,7 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--copy-mib",
-        type=_positive_int,
+        type=positive_int,
         default=1024,
         help="size of the device-copy buffer the bandwidth is compared with, MiB (default: 1024)",
     )
