@@ -64,10 +64,9 @@ constexpr int kTh = 0, kUp = 1, kUps = 2, kU = 3, kUs = 4;
 // exp for float in plain arithmetic so that GCC vectorises it (Cephes expf, ~1 ulp).
 // NaN propagates; |x| is clamped to the finite range.
 inline __attribute__((always_inline)) float vexp(float x) {
-  x = x > 88.0f ? 88.0f : x;
-  x = x < -87.0f ? -87.0f : x;
-  float n = std::floor(x * 1.44269504088896341f + 0.5f);
-  n = (n == n) ? n : 0.0f;  // NaN: any finite scale, the polynomial carries the NaN
+  x = std::min(x, 88.0f);   // (88 < x ? 88 : x): a NaN stays NaN
+  x = std::max(x, -87.0f);
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
   float r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
   float p = 1.9875691500e-4f;
@@ -76,8 +75,10 @@ inline __attribute__((always_inline)) float vexp(float x) {
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  float y = p * r * r + r + 1.0f;
-  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  const float y = p * r * r + r + 1.0f;
+  // 2^n by the exponent bits; a NaN n converts to INT_MIN, and the unsigned arithmetic
+  // below is defined for it (y is NaN then, and so is the result)
+  const uint32_t bits = (static_cast<uint32_t>(static_cast<int32_t>(n)) + 127u) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
   return y * scale;
@@ -91,8 +92,10 @@ inline __attribute__((always_inline)) F surrogate(F z, F a) {
   constexpr F kInvSqrtPi = F(0.56418958354775628695);
   F za = z < F(0) ? -z : z;
   if constexpr (SID == 0) {  // sigmoid
-    F s = F(1) / (F(1) + vexp(-a * z));
-    return a * s * (F(1) - s);
+    // sigmoid'(a z) a = a e / (1 + e)^2 with e = exp(-a |z|) (even in z; e <= 1)
+    const F e = vexp(-a * za);
+    const F d = F(1) + e;
+    return a * e / (d * d);
   } else if constexpr (SID == 1) {  // atan
     F w = kHalfPi * a * z;
     return (a * F(0.5)) / (F(1) + w * w);
@@ -273,18 +276,72 @@ Tables<acc_t> make_tables(const Coef& c, const Layout& l) {
 
 // ------------------------------------------------------------------------------ forward
 
-// Lanes per register block: one 64-byte vector with AVX-512, else two 32-byte ones.
+// Lanes per register block, in SIMD vectors (64 bytes with AVX-512, else 32). The
+// forward's recurrence is a short chain per step (compare, select, multiply-add), so two
+// vectors in flight hide its latency; the backward has enough independent work per step
+// for one, and more would spill its six accumulators per vector (measured: 2 or 4 vectors
+// ran the backward up to 2x slower on Zen 4).
 #ifdef __AVX512F__
-template <typename acc_t>
-constexpr int kLanes = 64 / sizeof(acc_t);
+constexpr int kVecBytes = 64;
 #else
-template <typename acc_t>
-constexpr int kLanes = 32 / sizeof(acc_t);
+constexpr int kVecBytes = 32;
 #endif
+#ifndef SJ_GLIF_FWD_VECS
+#define SJ_GLIF_FWD_VECS 2
+#endif
+#ifndef SJ_GLIF_BWD_VECS
+#define SJ_GLIF_BWD_VECS 1
+#endif
+template <typename acc_t>
+constexpr int kFwdLanes = SJ_GLIF_FWD_VECS * kVecBytes / int(sizeof(acc_t));
+template <typename acc_t>
+constexpr int kBwdLanes = SJ_GLIF_BWD_VECS * kVecBytes / int(sizeof(acc_t));
 
-// n (<= kLanes) neurons through T steps with the state in registers. Pointers are offset
+// Software prefetch. A block walks T rows of each tensor at a stride of a whole step
+// (megabytes), a few cache lines per row: too many short streams for the hardware
+// prefetchers, so every load would wait for memory. Each block asks for the lines
+// kPrefetchBytes ahead in each row it reads (and writes). A prefetch never faults, so
+// addresses past the end of a row are harmless.
+#ifndef SJ_GLIF_PREFETCH_BYTES
+#define SJ_GLIF_PREFETCH_BYTES 1024
+#endif
+constexpr int64_t kPrefetchBytes = SJ_GLIF_PREFETCH_BYTES;
+template <int BYTES, bool WRITE, typename T>
+inline __attribute__((always_inline)) void prefetch_row(const T* p) {
+  if constexpr (kPrefetchBytes > 0) {
+    const char* c = reinterpret_cast<const char*>(p) + kPrefetchBytes;
+    for (int b = 0; b < BYTES; b += 64) __builtin_prefetch(c + b, WRITE ? 1 : 0, 3);
+  }
+}
+
+// The membrane recurrence, shared by the forward and the backward's recompute so that both
+// give the same u bit for bit:  u_t = a v + ((K x_t - L) - r),  with the carried
+// a = D - Gh D s_{t-1} and r = R s_{t-1}. After step 0 the spike is 0 or 1, so a and r
+// are selected from the spike test (`next_ar`): on the recurrence's critical path the
+// step costs a compare, a select and one multiply-add, not the four dependent
+// multiply-adds of the formula as written. The initial state s_0 may be any value (it can
+// carry a gradient) and enters linearly (`init_ar`).
+template <typename acc_t>
+inline __attribute__((always_inline)) acc_t membrane(acc_t v, acc_t a, acc_t r, acc_t K,
+                                                     acc_t x, acc_t L) {
+  return a * v + ((K * x - L) - r);
+}
+template <typename acc_t>
+inline __attribute__((always_inline)) void init_ar(acc_t s0, acc_t D, acc_t GhD, acc_t R,
+                                                   acc_t& a, acc_t& r) {
+  a = D - GhD * s0;
+  r = R * s0;
+}
+template <typename acc_t>
+inline __attribute__((always_inline)) void next_ar(bool spike, acc_t D, acc_t GhD, acc_t R,
+                                                   acc_t& a, acc_t& r) {
+  a = spike ? D - GhD : D;
+  r = spike ? R : acc_t(0);
+}
+
+// n (<= kFwdLanes) neurons through T steps with the state in registers. Pointers are offset
 // to the block (coefficients too; read at [0] unless VEC); x, spk and u (nullable) have
-// step stride N; v0/s0 nullable (zero state).
+// step stride N; v0/s0 the initial state (a zero buffer when none is given).
 template <typename scalar_t, typename acc_t, bool VEC, bool STORE_U>
 inline __attribute__((always_inline)) void fwd_block(
     const scalar_t* __restrict x, int64_t xs, int64_t T, int64_t N, const acc_t* __restrict D,
@@ -292,27 +349,34 @@ inline __attribute__((always_inline)) void fwd_block(
     const acc_t* __restrict TH, const acc_t* __restrict Kb, int64_t P,
     const acc_t* __restrict v0, const acc_t* __restrict s0, scalar_t* __restrict spk,
     int64_t ss, acc_t* __restrict u, acc_t* __restrict vlast, acc_t* __restrict slast, const int n) {
-  constexpr int W = kLanes<acc_t>;
-  acc_t v[W], s[W];
-  for (int w = 0; w < n; ++w) v[w] = v0 ? v0[w] : acc_t(0), s[w] = s0 ? s0[w] : acc_t(0);
+  constexpr int W = kFwdLanes<acc_t>;
+  acc_t v[W], av[W], rv[W], s[W];
+  for (int w = 0; w < n; ++w) {
+    v[w] = v0[w];
+    s[w] = s0[w];
+    init_ar(s[w], CO(D, w), CO(GhD, w), CO(R, w), av[w], rv[w]);
+  }
   for (int64_t t = 0; t < T; ++t) {
     const scalar_t* __restrict xt = x + t * xs;
     const acc_t* __restrict K = Kb + t * P;
     scalar_t* __restrict st = spk + t * ss;
     acc_t* __restrict ut = STORE_U ? u + t * N : nullptr;
+    prefetch_row<W * sizeof(scalar_t), false>(xt);
+    prefetch_row<W * sizeof(scalar_t), true>(st);
 #pragma omp simd
     for (int w = 0; w < n; ++w) {
-      const acc_t sp = s[w];
-      const acc_t un = (CO(D, w) - CO(GhD, w) * sp) * v[w] - CO(L, w) +
-                       CO(K, w) * acc_t(xt[w]) - CO(R, w) * sp;
-      const acc_t sn = un >= CO(TH, w) ? acc_t(1) : acc_t(0);
+      const acc_t un = membrane(v[w], av[w], rv[w], CO(K, w), acc_t(xt[w]), CO(L, w));
+      const bool spike = un >= CO(TH, w);
+      next_ar(spike, CO(D, w), CO(GhD, w), CO(R, w), av[w], rv[w]);
       v[w] = un;
-      s[w] = sn;
-      st[w] = scalar_t(sn);
+      st[w] = scalar_t(spike ? acc_t(1) : acc_t(0));
       if constexpr (STORE_U) ut[w] = un;
     }
   }
-  for (int w = 0; w < n; ++w) vlast[w] = v[w], slast[w] = s[w];
+  for (int w = 0; w < n; ++w) {
+    vlast[w] = v[w];
+    slast[w] = T > 0 ? (v[w] >= CO(TH, w) ? acc_t(1) : acc_t(0)) : s[w];
+  }
 }
 
 // One tile (len neurons, pointers offset to it) through T steps, in register blocks.
@@ -320,7 +384,7 @@ template <typename scalar_t, typename acc_t, bool VEC, bool STORE_U>
 void fwd_tile(const scalar_t* x, int64_t xs, int64_t T, int64_t N, int64_t len,
               const Tables<acc_t>& tb, int64_t cpos, const acc_t* v0, const acc_t* s0,
               scalar_t* spk, int64_t ss, acc_t* u, acc_t* vlast, acc_t* slast) {
-  constexpr int W = kLanes<acc_t>;
+  constexpr int W = kFwdLanes<acc_t>;
   const int64_t P = tb.D.size();
   for (int64_t j = 0; j < len; j += W) {
     const int n = int(std::min<int64_t>(W, len - j));
@@ -328,7 +392,7 @@ void fwd_tile(const scalar_t* x, int64_t xs, int64_t T, int64_t N, int64_t len,
 #define SJ_GLIF_BLOCK(count)                                                                   \
   fwd_block<scalar_t, acc_t, VEC, STORE_U>(                                                    \
       x + j, xs, T, N, tb.D.data() + c, tb.GhD.data() + c, tb.L.data() + c, tb.R.data() + c,  \
-      tb.th.data() + c, tb.K.data() + c, P, v0 ? v0 + j : nullptr, s0 ? s0 + j : nullptr,     \
+      tb.th.data() + c, tb.K.data() + c, P, v0 + j, s0 + j,                                   \
       spk + j, ss, STORE_U ? u + j : nullptr, vlast + j, slast + j, count)
     if (n == W) {
       SJ_GLIF_BLOCK(W);
@@ -341,11 +405,22 @@ void fwd_tile(const scalar_t* x, int64_t xs, int64_t T, int64_t N, int64_t len,
 
 // ------------------------------------------------------------------------------ backward
 
-// n (<= kLanes) neurons through the backward: the membranes recomputed into `scratch`
-// ([T, kLanes]) unless stored (useq, step stride N), then reverse time with the carried
-// gradients and the per-lane sums in registers. Pointers are offset to the block; the
-// coefficient pointers too (read at [0] unless VEC). Writes dx, dv0, ds0 and the block's
-// lanes of accf (kSums rows then one row per step (du x), row stride lstride).
+// n (<= kBwdLanes) neurons through the backward. The block's membranes u_0..u_T (u_0 = v0)
+// and spikes s_0..s_T (s_0 = s0) go to `scratch` ([2, T + 1, kBwdLanes], in L1, with the
+// block's x [T, kBwdLanes], so that reverse time re-reads it from L1): recomputed by a
+// forward sweep, or taken from the stored u_seq (useq, step stride N). Then reverse time
+// with the carried gradient and the per-lane sums in registers, no branch inside the loop.
+// Pointers are offset to the block; the coefficient pointers too (read at [0] unless VEC).
+// Writes dx, dv0, ds0. The per-lane sums (kSums rows, then one row per step (du x); row
+// stride lstride) are stored to accf (VEC: accf offset to the block) or, for a
+// one-channel tile, added to the same kBwdLanes lanes for every block.
+//
+// Reverse time. With q_t = R + Gh D u_t and m_t = D - Gh D s_t, the gradient reaching u_t
+// (from step t + 1 through the membrane and the reset, and from the spike s_t) is
+//   d_t = d_{t+1} m_t - keep d_{t+1} q_t sg_t + g_t sg_t + gu_t
+//       = d_{t+1} (m_t - keep q_t sg_t) + (g_t sg_t + gu_t),
+// one multiply-add on the loop-carried chain; everything else is off it. The last step
+// starts from the incoming gradients of v_T and s_T instead of d_{T}.
 template <typename scalar_t, typename acc_t, bool VEC, int SID>
 inline __attribute__((always_inline)) void bwd_block(
     const scalar_t* __restrict x, int64_t xs, const scalar_t* __restrict gspk, int64_t gstride,
@@ -356,105 +431,144 @@ inline __attribute__((always_inline)) void bwd_block(
     const acc_t* __restrict TH, const acc_t* __restrict Kb, int64_t P, acc_t a, acc_t keep,
     scalar_t* __restrict dx, int64_t dxs, acc_t* __restrict dv0, acc_t* __restrict ds0,
     acc_t* __restrict accf, int64_t lstride, acc_t* __restrict scratch, const int n) {
-  constexpr int W = kLanes<acc_t>;
-  const acc_t* __restrict U = useq;
-  int64_t us = N;
-  if (!useq) {
-    acc_t v[W], s[W];
-    for (int w = 0; w < n; ++w) v[w] = v0[w], s[w] = s0[w];
+  constexpr int W = kBwdLanes<acc_t>;
+  acc_t* __restrict U = scratch;                    // [T + 1, W]
+  acc_t* __restrict S = scratch + (T + 1) * W;      // [T + 1, W]
+  acc_t* __restrict X = scratch + 2 * (T + 1) * W;  // [T, W]
+  for (int w = 0; w < n; ++w) U[w] = v0[w], S[w] = s0[w];
+  if (useq) {
+    for (int64_t t = 0; t < T; ++t) {
+      const acc_t* __restrict ut = useq + t * N;
+      const scalar_t* __restrict xt = x + t * xs;
+      acc_t* __restrict un = U + (t + 1) * W;
+      acc_t* __restrict sn = S + (t + 1) * W;
+      acc_t* __restrict xn = X + t * W;
+#pragma omp simd
+      for (int w = 0; w < n; ++w) {
+        un[w] = ut[w];
+        sn[w] = ut[w] >= CO(TH, w) ? acc_t(1) : acc_t(0);
+        xn[w] = acc_t(xt[w]);
+      }
+    }
+  } else {
+    acc_t v[W], av[W], rv[W];
+    for (int w = 0; w < n; ++w) {
+      v[w] = v0[w];
+      init_ar(s0[w], CO(D, w), CO(GhD, w), CO(R, w), av[w], rv[w]);
+    }
     for (int64_t t = 0; t < T; ++t) {
       const scalar_t* __restrict xt = x + t * xs;
       const acc_t* __restrict K = Kb + t * P;
-      acc_t* __restrict ut = scratch + t * W;
+      acc_t* __restrict un = U + (t + 1) * W;
+      acc_t* __restrict sn = S + (t + 1) * W;
+      acc_t* __restrict xn = X + t * W;
+      prefetch_row<W * sizeof(scalar_t), false>(xt);
 #pragma omp simd
       for (int w = 0; w < n; ++w) {
-        const acc_t sp = s[w];
-        const acc_t u = (CO(D, w) - CO(GhD, w) * sp) * v[w] - CO(L, w) +
-                        CO(K, w) * acc_t(xt[w]) - CO(R, w) * sp;
+        const acc_t xv = acc_t(xt[w]);
+        xn[w] = xv;
+        const acc_t u = membrane(v[w], av[w], rv[w], CO(K, w), xv, CO(L, w));
+        const bool spike = u >= CO(TH, w);
+        next_ar(spike, CO(D, w), CO(GhD, w), CO(R, w), av[w], rv[w]);
         v[w] = u;
-        s[w] = u >= CO(TH, w) ? acc_t(1) : acc_t(0);
-        ut[w] = u;
+        un[w] = u;
+        sn[w] = spike ? acc_t(1) : acc_t(0);
       }
     }
-    U = scratch;
-    us = W;
   }
-  acc_t du[W], gsn[W], ath[W], aup[W], aups[W], au[W], aus[W];
-  for (int w = 0; w < n; ++w) {
-    du[w] = acc_t(0), gsn[w] = acc_t(0);
-    ath[w] = aup[w] = aups[w] = au[w] = aus[w] = acc_t(0);
+  acc_t dn[W], ath[W], aup[W], aups[W], au[W], aus[W];
+  for (int w = 0; w < n; ++w) ath[w] = aup[w] = aups[w] = au[w] = aus[w] = acc_t(0);
+  // step t of reverse time; FIRST: t = T - 1, from the incoming gradients of v_T and s_T
+#define SJ_GLIF_BWD_STEP(FIRST)                                                              \
+  {                                                                                          \
+    const acc_t* __restrict ut = U + (t + 1) * W;                                            \
+    const acc_t* __restrict st = S + (t + 1) * W;                                            \
+    const acc_t* __restrict up = U + t * W;                                                  \
+    const acc_t* __restrict spv = S + t * W;                                                 \
+    const scalar_t* __restrict gt = gspk + t * gstride;                                      \
+    const acc_t* __restrict gut = gu + t * gustride;                                         \
+    const acc_t* __restrict xt = X + t * W;                                                  \
+    scalar_t* __restrict dxt = dx + t * dxs;                                                 \
+    const acc_t* __restrict K = Kb + t * P;                                                  \
+    acc_t* __restrict ak = accf + (kSums + t) * lstride;                                     \
+    if (gstride) prefetch_row<W * sizeof(scalar_t), false>(gt);                              \
+    prefetch_row<W * sizeof(scalar_t), true>(dxt);                                           \
+    _Pragma("omp simd") for (int w = 0; w < n; ++w) {                                        \
+      const acc_t sg = surrogate<SID, acc_t>(ut[w] - CO(TH, w), a);                          \
+      const acc_t g = acc_t(gt[w]);                                                          \
+      acc_t d, ds;                                                                           \
+      if constexpr (FIRST) {                                                                 \
+        ds = (g + gsl[w]) * sg;                                                              \
+        d = gv[w] + ds + gut[w];                                                             \
+      } else {                                                                               \
+        const acc_t m = CO(D, w) - CO(GhD, w) * st[w];                                       \
+        const acc_t nq = -keep * (CO(R, w) + CO(GhD, w) * ut[w]);                            \
+        ds = (g + dn[w] * nq) * sg;                                                          \
+        d = dn[w] * (m + nq * sg) + (g * sg + gut[w]);                                       \
+      }                                                                                      \
+      dxt[w] = scalar_t(d * CO(K, w));                                                       \
+      if constexpr (VEC) {                                                                   \
+        ak[w] = d * xt[w];                                                                   \
+      } else {                                                                               \
+        ak[w] += d * xt[w];                                                                  \
+      }                                                                                      \
+      const acc_t dup = d * up[w];                                                           \
+      ath[w] += ds;                                                                          \
+      aup[w] += dup;                                                                         \
+      aups[w] += dup * spv[w];                                                               \
+      au[w] += d;                                                                            \
+      aus[w] += d * spv[w];                                                                  \
+      dn[w] = d;                                                                             \
+    }                                                                                        \
   }
-  if (gv) {
-    for (int w = 0; w < n; ++w) du[w] = gv[w];
+  if (T > 0) {
+    int64_t t = T - 1;
+    SJ_GLIF_BWD_STEP(true)
+    for (t = T - 2; t >= 0; --t) SJ_GLIF_BWD_STEP(false)
   }
-  if (gsl) {
-    for (int w = 0; w < n; ++w) gsn[w] = -gsl[w];
-  }
-  for (int64_t t = T - 1; t >= 0; --t) {
-    const bool first = t == 0;
-    const acc_t* __restrict ut = U + t * us;
-    const acc_t* __restrict up = first ? v0 : U + (t - 1) * us;
-    const scalar_t* __restrict gt = gspk + t * gstride;
-    const acc_t* __restrict gut = gu + t * gustride;
-    const scalar_t* __restrict xt = x + t * xs;
-    scalar_t* __restrict dxt = dx + t * dxs;
-    const acc_t* __restrict K = Kb + t * P;
-    acc_t* __restrict ak = accf + (kSums + t) * lstride;
+#undef SJ_GLIF_BWD_STEP
+  acc_t* __restrict sth = accf + kTh * lstride;
+  acc_t* __restrict sup = accf + kUp * lstride;
+  acc_t* __restrict sups = accf + kUps * lstride;
+  acc_t* __restrict su = accf + kU * lstride;
+  acc_t* __restrict sus = accf + kUs * lstride;
 #pragma omp simd
-    for (int w = 0; w < n; ++w) {
-      const acc_t th = CO(TH, w);
-      const acc_t uprev = up[w];
-      const acc_t sp = first ? s0[w] : (uprev >= th ? acc_t(1) : acc_t(0));
-      const acc_t ds = (acc_t(gt[w]) - gsn[w]) * surrogate<SID, acc_t>(ut[w] - th, a);
-      const acc_t d = du[w] + ds + gut[w];
-      dxt[w] = scalar_t(d * CO(K, w));
-      ak[w] = d * acc_t(xt[w]);
-      const acc_t dup = d * uprev;
-      ath[w] += ds;
-      aup[w] += dup;
-      aups[w] += dup * sp;
-      au[w] += d;
-      aus[w] += d * sp;
-      // -dL/ds_{t-1} = du (Gh D u_{t-1} + R); dL/du_{t-1} = du D (1 - Gh s_{t-1})
-      gsn[w] = keep * (d * CO(R, w) + dup * CO(GhD, w));
-      du[w] = d * (CO(D, w) - CO(GhD, w) * sp);
-    }
-  }
   for (int w = 0; w < n; ++w) {
-    dv0[w] = du[w];
-    ds0[w] = -gsn[w];
-    accf[kTh * lstride + w] = ath[w];
-    accf[kUp * lstride + w] = aup[w];
-    accf[kUps * lstride + w] = aups[w];
-    accf[kU * lstride + w] = au[w];
-    accf[kUs * lstride + w] = aus[w];
+    // dL/dv_0 = d_0 m_0 and dL/ds_0 = -keep d_0 q_0 (u_0 = v0, s_0 = s0)
+    dv0[w] = dn[w] * (CO(D, w) - CO(GhD, w) * S[w]);
+    ds0[w] = -keep * dn[w] * (CO(R, w) + CO(GhD, w) * U[w]);
+    if constexpr (VEC) {
+      sth[w] = ath[w], sup[w] = aup[w], sups[w] = aups[w], su[w] = au[w], sus[w] = aus[w];
+    } else {
+      sth[w] += ath[w], sup[w] += aup[w], sups[w] += aups[w], su[w] += au[w], sus[w] += aus[w];
+    }
   }
 }
 
-// One tile (len neurons) through the backward, in register blocks of kLanes. Pointers are
-// offset to the tile; v0/s0 non-null (zeros when absent), gspk/gu with stride 0 on a
-// zero buffer when absent, gv/gsl/useq nullable. accf: [kSums + T, len].
+// One tile (len neurons) through the backward, in register blocks of kBwdLanes. Pointers are
+// offset to the tile; v0/s0/gv/gsl non-null (a zero buffer when absent), gspk/gu with
+// stride 0 on a zero buffer when absent, useq nullable. accf: [kSums + T, len] (one channel: [kSums + T, kBwdLanes]).
 template <typename scalar_t, typename acc_t, bool VEC, int SID>
 void bwd_tile(const scalar_t* x, int64_t xs, const scalar_t* gspk, int64_t gstride,
               const acc_t* gu, int64_t gustride, const acc_t* useq, const acc_t* v0,
               const acc_t* s0, const acc_t* gv, const acc_t* gsl, int64_t T, int64_t N,
               int64_t len, const Tables<acc_t>& tb, int64_t cpos, acc_t a, bool detach,
               scalar_t* dx, int64_t dxs, acc_t* dv0, acc_t* ds0, acc_t* accf, acc_t* scratch) {
-  constexpr int W = kLanes<acc_t>;
+  constexpr int W = kBwdLanes<acc_t>;
   const int64_t P = tb.D.size();
   const acc_t keep = detach ? acc_t(0) : acc_t(1);
+  // one channel: every block adds to the same W lanes of accf ([kSums + T, W])
+  if constexpr (!VEC) std::fill(accf, accf + (kSums + T) * W, acc_t(0));
   for (int64_t j = 0; j < len; j += W) {
     const int n = int(std::min<int64_t>(W, len - j));
     const int64_t c = VEC ? cpos + j : cpos;
-    const acc_t* gvj = gv ? gv + j : nullptr;
-    const acc_t* gslj = gsl ? gsl + j : nullptr;
     const acc_t* uj = useq ? useq + j : nullptr;
 #define SJ_GLIF_BLOCK(count)                                                                    \
   bwd_block<scalar_t, acc_t, VEC, SID>(                                                         \
       x + j, xs, gspk + (gstride ? j : 0), gstride, gu + (gustride ? j : 0), gustride, uj,    \
-      v0 + j, s0 + j, gvj, gslj, T, N, tb.D.data() + c, tb.GhD.data() + c, tb.L.data() + c,   \
+      v0 + j, s0 + j, gv + j, gsl + j, T, N, tb.D.data() + c, tb.GhD.data() + c, tb.L.data() + c,   \
       tb.R.data() + c, tb.th.data() + c, tb.K.data() + c, P, a, keep, dx + j, dxs, dv0 + j,   \
-      ds0 + j, accf + j, len, scratch, count)
+      ds0 + j, VEC ? accf + j : accf, VEC ? len : W, scratch, count)
     if (n == W) {
       SJ_GLIF_BLOCK(W);  // a constant lane count: the block lives in registers
     } else {
@@ -567,11 +681,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> glif_fwd(
                                 : fwd_tile<acc_t, acc_t, false, false>);
     at::parallel_for(0, l.ntiles, grain, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> xb(kDirect ? 0 : T * l.cap), sb(kDirect ? 0 : T * l.cap);
+      const std::vector<acc_t> zeros(l.cap, acc_t(0));  // the zero state, when none is given
       for (int64_t i = begin; i < end; ++i) {
         int64_t base, len, cpos;
         l.tile(i, base, len, cpos);
-        const acc_t* v0t = v0p ? v0p + base : nullptr;
-        const acc_t* s0t = s0p ? s0p + base : nullptr;
+        const acc_t* v0t = v0p ? v0p + base : zeros.data();
+        const acc_t* s0t = s0p ? s0p + base : zeros.data();
         acc_t* ut = up ? up + base : nullptr;
         if constexpr (kDirect) {
           // (the same type here; the cast only lets the 16-bit instantiations compile: an
@@ -732,7 +847,7 @@ std::vector<Tensor> glif_bwd(
     at::parallel_for(0, n_items, grain, [&](int64_t ib, int64_t ie) {
       const int64_t cap = l.cap;
       std::vector<acc_t> accf(rows * cap), zeros(cap, acc_t(0));
-      std::vector<acc_t> scratch(T * kLanes<acc_t>);
+      std::vector<acc_t> scratch((3 * T + 2) * kBwdLanes<acc_t>);
       std::vector<acc_t> xb(kDirect ? 0 : T * cap), gb(kDirect ? 0 : T * cap);
       std::vector<acc_t> dxb(kDirect ? 0 : T * cap);
       for (int64_t item = ib; item < ie; ++item) {
@@ -760,11 +875,11 @@ std::vector<Tensor> glif_bwd(
           (l.vec ? tile_vec : tile_sca)(
               xt, xs, gt, gs, gup ? gup + base : zeros.data(), gup ? l.N : 0,
               usp ? usp + base : nullptr, v0p ? v0p + base : zeros.data(),
-              s0p ? s0p + base : zeros.data(), gvp ? gvp + base : nullptr,
-              gslp ? gslp + base : nullptr, T, l.N, len, tb, cpos, a, detach_reset, dxt, dxs,
+              s0p ? s0p + base : zeros.data(), gvp ? gvp + base : zeros.data(),
+              gslp ? gslp + base : zeros.data(), T, l.N, len, tb, cpos, a, detach_reset, dxt, dxs,
               dv0p + base, ds0p + base, accf.data(), scratch.data());
           if constexpr (!kDirect) from_compute(dxb.data(), dxp + base, l.N, T, len);
-          fold(accf.data(), rows, len, l.vec, ad + cpos, l.P);
+          fold(accf.data(), rows, l.vec ? len : kBwdLanes<acc_t>, l.vec, ad + cpos, l.P);
         }
       }
     });
