@@ -280,7 +280,8 @@ def cpp_bwd(
         detach_reset: no gradient through the previous spike in the reset terms.
 
     Returns:
-        ``[dx (x's dtype), dv0, ds0 (compute dtype), d_alpha, d_beta, d_gamma, d_tau,
+        ``[dx (x's dtype), dv0, ds0 (compute dtype; empty where v0 / s0 is None: a zero
+        state has no gradient, and none is computed), d_alpha, d_beta, d_gamma, d_tau,
         d_v_threshold, d_linear_decay, d_v_subreset (each its parameter's shape and dtype),
         d_conduct (zero outside rows t0..t0+T-1)]``. Per-channel sums are reduced in a
         fixed order: the result does not depend on the thread count.

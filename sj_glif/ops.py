@@ -211,7 +211,9 @@ def _bwd_impl(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq
               gamma, tau, v_threshold, linear_decay, v_subreset, conduct, t0, channel_dim,
               gate_mode, surrogate_id, sg_alpha, detach_reset, impl):  # fmt: skip
     """The backward of every fused implementation: the 11 input gradients ``(dx, dv0,
-    ds0, d_alpha … d_v_subreset, d_conduct)``; a None incoming gradient is zero."""
+    ds0, d_alpha … d_v_subreset, d_conduct)``; a None incoming gradient is zero. ``dv0``
+    / ``ds0`` are empty placeholders where ``v0`` / ``s0`` is None (the C++ path then
+    neither computes nor allocates them)."""
     params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
     if impl == "triton":
         # two launches; every gradient is a tensor of its own (outputs may not alias). A
@@ -230,7 +232,11 @@ def _bwd_impl(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq
         out = torch_bwd(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq,
                          *params, t0, channel_dim, gate_mode, surrogate_id, sg_alpha,
                          detach_reset)  # fmt: skip
-    return list(out)
+    out = list(out)
+    for i, state in ((1, v0), (2, s0)):  # a zero state given as None has no gradient slot
+        if state is None and out[i].numel():
+            out[i] = x.new_empty(0, dtype=compute_dtype(x.dtype))
+    return out
 
 
 # --------------------------------------------------------------------------- torch.library
@@ -311,7 +317,7 @@ def _(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq, alpha,
       sg_alpha, detach_reset, impl):  # fmt: skip
     params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
     cdt = compute_dtype(x.dtype)  # both implementations return contiguous state gradients
-    step = [x.new_empty(x.shape[1:], dtype=cdt) for _ in range(2)]
+    step = [x.new_empty(x.shape[1:] if st is not None else 0, dtype=cdt) for st in (v0, s0)]
     dx = torch.empty_like(x, memory_format=torch.contiguous_format)
     return [dx, *step] + [torch.empty_like(p) for p in params]
 

@@ -812,18 +812,24 @@ std::vector<Tensor> glif_bwd(
   const Tensor v0 = opt_state(v0_in, cdt), s0 = opt_state(s0_in, cdt);
 
   Tensor dx = at::empty(x.sizes(), x.options());
-  Tensor dv0 = at::empty(step, copt);
-  Tensor ds0 = at::empty(step, copt);
+  // an initial state given as None (zero) has no gradient slot: none is written
+  const bool want_dv0 = v0.defined(), want_ds0 = s0.defined();
+  Tensor dv0 = want_dv0 ? at::empty(step, copt) : at::empty({0}, copt);
+  Tensor ds0 = want_ds0 ? at::empty(step, copt) : at::empty({0}, copt);
 
   // work items: fixed runs of tiles (independent of the thread count), each with its own
   // float64 accumulators [kSums + T, P]
   const int64_t rows = kSums + T;
   const int64_t item_bytes = rows * l.P * int64_t(sizeof(double));
+  // (up to 64 items, enough for the threads of one socket; about 512 KiB of accumulators,
+  // at least 16 items: a buffer of this thread, reused from call to call)
   const int64_t n_items =
       l.ntiles == 0 ? 0
-                    : std::min<int64_t>({l.ntiles, 256,
-                                         std::max<int64_t>(32, (int64_t(8) << 20) / item_bytes)});
-  std::vector<double> accd(n_items * rows * l.P, 0.0);
+                    : std::min<int64_t>({l.ntiles, 64,
+                                         std::max<int64_t>(16, (int64_t(512) << 10) / item_bytes)});
+  static thread_local std::vector<double> accd_buffer;
+  accd_buffer.assign(n_items * rows * l.P, 0.0);
+  std::vector<double>& accd = accd_buffer;
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sj_glif_cpu_bwd", [&] {
     using acc_t = typename AccType<scalar_t>::type;
@@ -837,8 +843,8 @@ std::vector<Tensor> glif_bwd(
     const acc_t* v0p = ptr_or_null<acc_t>(v0);
     const acc_t* s0p = ptr_or_null<acc_t>(s0);
     scalar_t* dxp = dx.data_ptr<scalar_t>();
-    acc_t* dv0p = dv0.data_ptr<acc_t>();
-    acc_t* ds0p = ds0.data_ptr<acc_t>();
+    acc_t* dv0p = want_dv0 ? dv0.data_ptr<acc_t>() : nullptr;
+    acc_t* ds0p = want_ds0 ? ds0.data_ptr<acc_t>() : nullptr;
     const acc_t a = acc_t(sg_alpha);
     const auto tile_vec = pick_bwd<acc_t, acc_t, true>(surrogate_id);
     const auto tile_sca = pick_bwd<acc_t, acc_t, false>(surrogate_id);
@@ -846,7 +852,7 @@ std::vector<Tensor> glif_bwd(
     const int64_t grain = l.N * T < 16384 ? std::max<int64_t>(n_items, 1) : 1;
     at::parallel_for(0, n_items, grain, [&](int64_t ib, int64_t ie) {
       const int64_t cap = l.cap;
-      std::vector<acc_t> accf(rows * cap), zeros(cap, acc_t(0));
+      std::vector<acc_t> accf(rows * cap), zeros(cap, acc_t(0)), sink(cap);
       std::vector<acc_t> scratch((3 * T + 2) * kBwdLanes<acc_t>);
       std::vector<acc_t> xb(kDirect ? 0 : T * cap), gb(kDirect ? 0 : T * cap);
       std::vector<acc_t> dxb(kDirect ? 0 : T * cap);
@@ -877,7 +883,8 @@ std::vector<Tensor> glif_bwd(
               usp ? usp + base : nullptr, v0p ? v0p + base : zeros.data(),
               s0p ? s0p + base : zeros.data(), gvp ? gvp + base : zeros.data(),
               gslp ? gslp + base : zeros.data(), T, l.N, len, tb, cpos, a, detach_reset, dxt, dxs,
-              dv0p + base, ds0p + base, accf.data(), scratch.data());
+              dv0p ? dv0p + base : sink.data(), ds0p ? ds0p + base : sink.data(), accf.data(),
+              scratch.data());
           if constexpr (!kDirect) from_compute(dxb.data(), dxp + base, l.N, T, len);
           fold(accf.data(), rows, l.vec ? len : kBwdLanes<acc_t>, l.vec, ad + cpos, l.P);
         }
