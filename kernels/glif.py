@@ -41,6 +41,7 @@ the output strides (a non-contiguous one is copied). Index arithmetic is int64.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -491,8 +492,10 @@ def _glif_bwd_kernel(
         k_ptrs -= sk_t
         dk_ptrs -= C_PAD
 
-    tl.store(dv0_ptr + out_off, gv.to(dv0_ptr.dtype.element_ty), mask=mask)
-    tl.store(ds0_ptr + out_off, gs.to(ds0_ptr.dtype.element_ty), mask=mask)
+    if HAS_V0:  # a zero state given as None has no gradient slot
+        tl.store(dv0_ptr + out_off, gv.to(dv0_ptr.dtype.element_ty), mask=mask)
+    if HAS_S0:
+        tl.store(ds0_ptr + out_off, gs.to(ds0_ptr.dtype.element_ty), mask=mask)
 
     sum_d = _sum_but_channel(acc_d)  # dD
     sum_us = _sum_but_channel(acc_us)  # dGh = -D * sum_us
@@ -687,6 +690,39 @@ def _blocks(
     return blocks[0], blocks[1], blocks[2]
 
 
+@functools.lru_cache(maxsize=1024)
+def _fwd_launch(sizes: tuple[int, int, int], strides: tuple[int, ...], x_dtype) -> tuple:
+    """The forward's launch geometry for one ``[outer, C, inner]`` layout (cached: the
+    host work of a launch is paid once per shape): ``(warps, BLOCK_O, BLOCK_C, BLOCK_I,
+    channel blocks, inner blocks, grid)``."""
+    outer, C, inner = sizes
+    ept, warps = _config("fwd", sizes, strides, x_dtype)
+    bo, bc, bi = _blocks(sizes, strides, ept * _WARP_SIZE * warps)
+    n_cb, n_ib = _cdiv(C, bc), _cdiv(inner, bi)
+    return warps, bo, bc, bi, n_cb, n_ib, (_cdiv(outer, bo) * n_ib * n_cb,)
+
+
+@functools.lru_cache(maxsize=1024)
+def _bwd_launch(sizes: tuple[int, int, int], strides: tuple[int, ...], x_dtype) -> tuple:
+    """The backward's launch geometry for one layout (cached): ``(warps, BLOCK_C,
+    SPLIT_O, BLOCK_O, BLOCK_I, LANES, channel blocks, inner blocks, programs per channel
+    block, padded C)``."""
+    outer, C, inner = sizes
+    cdt = _compute_dtype(x_dtype)
+    ept, warps = _config("bwd", sizes, strides, x_dtype)
+    bo, bc, bi = _blocks(sizes, strides, ept * _WARP_SIZE)  # one warp's sub-tile
+    split_o = inner <= bi  # stack the warps' sub-tiles along inner while it has room
+    bo_t, bi_t = (bo * warps, bi) if split_o else (bo, bi * warps)  # the program's tile
+    # channels per thread in the sub-tile: a vector along C in channel-last layouts
+    c_vec = min(bc, ept, 16 // cdt.itemsize)
+    lanes = max(1, _WARP_SIZE * (c_vec if _axis_order(sizes, strides)[0] == 1 else 1) // bc)
+    n_cb = _cdiv(C, bc)
+    n_ib = _cdiv(inner, bi_t)
+    n_p = _cdiv(outer, bo_t) * n_ib
+    c_pad = _cdiv(C, 16) * 16  # aligned rows: 16-byte per-warp partial stores
+    return warps, bc, split_o, bo_t, bi_t, lanes, n_cb, n_ib, n_p, c_pad
+
+
 def _param_strides(params: tuple[torch.Tensor, ...], C: int, channelwise: bool) -> list[int]:
     """Channel stride of each raw ``[C]``/``[]`` parameter (0 for a layer-wise one)."""
     out = []
@@ -694,7 +730,8 @@ def _param_strides(params: tuple[torch.Tensor, ...], C: int, channelwise: bool) 
         if p.dim() == 0:
             out.append(0)
         else:
-            assert channelwise and p.shape == (C,), (tuple(p.shape), C)
+            # (a plain int test: torch.Size == tuple is slow, through symbolic shapes)
+            assert channelwise and p.dim() == 1 and p.shape[0] == C, (tuple(p.shape), C)
             out.append(p.stride(0))
     return out
 
@@ -794,11 +831,7 @@ def glif_fwd(
     x4 = _view(x, (T, *shape3))
     v3, sv = _state3(v0, shape3, step_shape, "v0")
     s3, ss = _state3(s0, shape3, step_shape, "s0")
-    sizes, strides = shape3, x4.stride()[1:]
-    ept, warps = _config("fwd", sizes, strides, x.dtype)
-    bo, bc, bi = _blocks(sizes, strides, ept * _WARP_SIZE * warps)
-    n_cb, n_ib = _cdiv(C, bc), _cdiv(inner, bi)
-    grid = (_cdiv(outer, bo) * n_ib * n_cb,)
+    warps, bo, bc, bi, n_cb, n_ib, grid = _fwd_launch(shape3, x4.stride()[1:], x.dtype)
     _glif_fwd_kernel[grid](
         x4, x4 if v3 is None else v3, x4 if s3 is None else s3, *params, conduct,
         spike, u_seq if store_u else spike, v_last, s_last,
@@ -859,7 +892,8 @@ def glif_bwd(
     Returns:
         ``(dx, dv0, ds0, d_alpha, d_beta, d_gamma, d_tau, d_v_threshold, d_linear_decay,
         d_v_subreset, d_conduct)``: ``dx`` like ``x`` (contiguous), ``dv0``/``ds0``
-        ``step_shape`` in the compute dtype, and each parameter gradient a tensor of its
+        ``step_shape`` in the compute dtype (empty where ``v0``/``s0`` is None: a zero state
+        has no gradient, and none is written), and each parameter gradient a tensor of its
         own (no views of a shared buffer), shaped and typed like its parameter: zeros for
         the gates in coarse mode, ``d_conduct`` rows outside ``t0 … t0 + T - 1`` zero.
     """
@@ -871,13 +905,15 @@ def glif_bwd(
     params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset)
     grads = [_empty(p.shape, dtype=p.dtype, device=dev) for p in (*params, conduct)]
     dx = _empty(x.shape, dtype=x.dtype, device=dev)
-    dv0 = _empty(step_shape, dtype=cdt, device=dev)
-    ds0 = _empty(step_shape, dtype=cdt, device=dev)
+    # a zero state given as None has no gradient slot: an empty placeholder, not written
+    dv0 = _empty(step_shape if v0 is not None else (0,), dtype=cdt, device=dev)
+    ds0 = _empty(step_shape if s0 is not None else (0,), dtype=cdt, device=dev)
     if T == 0 or x.numel() == 0:  # no step: v_last is v0 and s_last is s0
         for g in (dx, *grads):
             g.zero_()
         for d, g in ((dv0, grad_v_last), (ds0, grad_s_last)):
-            d.zero_() if g is None else d.copy_(g)
+            if d.numel():
+                d.zero_() if g is None else d.copy_(g)
         return dx, dv0, ds0, *grads
 
     kernel_params = params
@@ -909,18 +945,9 @@ def glif_bwd(
     gv3, sgv = _state3(grad_v_last, shape3, step_shape, "grad_v_last")
     gsl3, sgsl = _state3(grad_s_last, shape3, step_shape, "grad_s_last")
 
-    sizes, strides = shape3, x4.stride()[1:]
-    ept, warps = _config("bwd", sizes, strides, x.dtype)
-    bo, bc, bi = _blocks(sizes, strides, ept * _WARP_SIZE)  # one warp's sub-tile
-    split_o = inner <= bi  # stack the warps' sub-tiles along inner while it has room
-    bo_t, bi_t = (bo * warps, bi) if split_o else (bo, bi * warps)  # the program's tile
-    # channels per thread in the sub-tile: a vector along C in channel-last layouts
-    c_vec = min(bc, ept, 16 // cdt.itemsize)
-    lanes = max(1, _WARP_SIZE * (c_vec if _axis_order(sizes, strides)[0] == 1 else 1) // bc)
-    n_cb = _cdiv(C, bc)
-    n_ib = _cdiv(inner, bi_t)
-    n_p = _cdiv(outer, bo_t) * n_ib
-    c_pad = _cdiv(C, 16) * 16  # aligned rows: 16-byte per-warp partial stores
+    warps, bc, split_o, bo_t, bi_t, lanes, n_cb, n_ib, n_p, c_pad = _bwd_launch(
+        shape3, x4.stride()[1:], x.dtype
+    )
     dpar = _empty((n_p, _N_PARAM_ROWS, C), dtype=cdt, device=dev)
     dk = _empty((n_p * warps, T, c_pad), dtype=cdt, device=dev)
     _glif_bwd_kernel[(n_p * n_cb,)](
@@ -928,7 +955,7 @@ def glif_bwd(
         x4 if gsl3 is None else gsl3, x4 if gu4 is None else gu4,
         x4, x4 if v3 is None else v3, x4 if s3 is None else s3, x4 if recompute else u4,
         *kernel_params, conduct,
-        dx, dv0, ds0, dpar, dk, u4,
+        dx, dv0 if v3 is not None else dx, ds0 if s3 is not None else dx, dpar, dk, u4,
         T, t0, outer, C, inner, n_cb, n_ib, c_pad,
         *(gs4.stride() if gs4 is not None else (0, 0, 0, 0)), *sgv, *sgsl,
         *(gu4.stride() if gu4 is not None else (0, 0, 0, 0)),

@@ -78,6 +78,7 @@ class GLIFOutput(NamedTuple):
 # --------------------------------------------------------------------------- choice
 
 
+@functools.cache
 def _triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
