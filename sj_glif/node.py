@@ -385,7 +385,8 @@ class GLIFNode(LazyModuleMixin, NodeCompat, neuron.BaseNode):
     def has_uninitialized_params(self) -> bool:
         """Whether any parameter is still lazy (an ``isinstance`` test, which
         ``torch.compile`` traces; PyTorch's version calls ``is_lazy``, which it cannot)."""
-        return any(isinstance(p, UninitializedParameter) for p in self._parameters.values())
+        # (type(p) is ...: isinstance goes through Parameter's Python __instancecheck__)
+        return any(type(p) is UninitializedParameter for p in self._parameters.values())
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -483,7 +484,8 @@ class GLIFNode(LazyModuleMixin, NodeCompat, neuron.BaseNode):
 
     def params(self) -> dict[str, Tensor | None]:
         """The raw parameters by name (gates are None in ``"coarse"`` mode)."""
-        return {name: getattr(self, name) for name in _PARAMS}
+        ps = self._parameters  # (a dict lookup: nn.Module.__getattr__ is slow per step)
+        return {name: ps[name] if name in ps else getattr(self, name) for name in _PARAMS}
 
     def materialize_states(
         self, inputs: tuple[Tensor, ...], states: tuple[object, ...], step_mode: str
@@ -552,15 +554,17 @@ class GLIFNode(LazyModuleMixin, NodeCompat, neuron.BaseNode):
 
     def multi_step_forward(self, x_seq: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         self._check_input(x_seq, "m")
-        step, cdt = x_seq[0], compute_dtype(x_seq.dtype)
         v, spike, t = self._memories.values()
         # a fresh (numeric) state goes to the op as a number: a zero state costs no tensor
-        states = tuple(
-            m
-            if isinstance(m, (int, float)) and not isinstance(m, bool)
-            else self._state(m, step, cdt, name)
-            for m, name in ((v, "v"), (spike, "spike"))
-        ) + (t,)
+        fresh = [isinstance(m, (int, float)) and not isinstance(m, bool) for m in (v, spike)]
+        if all(fresh):
+            states = (v, spike, t)
+        else:
+            step, cdt = x_seq[0], compute_dtype(x_seq.dtype)
+            states = tuple(
+                m if new else self._state(m, step, cdt, name)
+                for m, new, name in ((v, fresh[0], "v"), (spike, fresh[1], "spike"))
+            ) + (t,)
         out, new_states = self._run(x_seq, states, store_v_seq=self.store_v_seq)
         for name, value in zip(self._memories, new_states, strict=True):
             self._memories[name] = value
