@@ -300,10 +300,16 @@ constexpr int kBwdLanes = SJ_GLIF_BWD_VECS * kVecBytes / int(sizeof(acc_t));
 // Software prefetch for the backward. A block walks T rows of each tensor at a stride of
 // a whole step (megabytes), a few cache lines per row: many short streams for the
 // hardware prefetchers. In reverse time each block asks for the lines kPrefetchBytes
-// ahead in the rows it reads and writes (measured on Zen 4: 256 bytes ahead gives the
-// backward 10-25%; farther ahead overflows the outstanding-miss buffers, and the forward,
-// whose loads are independent of its chain, is fastest without). A prefetch never
-// faults, so addresses past the end of a row are harmless.
+// ahead in the rows it reads and writes (measured on a 2-core Zen 4 VM: 256 bytes ahead
+// gives the backward 7-27%; 512 to 4096 bytes, or prefetching to L2 only, gained nothing
+// more, and the forward is fastest without). A prefetch never faults, so addresses past
+// the end of a row are harmless.
+//
+// Also measured there and not kept: two or four SIMD vectors per backward block (spills,
+// up to 2x slower), staging each tile's rows through contiguous copies (slower),
+// non-temporal stores of dx and spikes (no gain). At [8, 32, 128, 32, 32] one backward
+// thread moves about 10 GB/s while the forward moves about 25 GB/s; the backward is
+// about 5x slower per element than on cache-resident data, i.e. bound by memory access.
 #ifndef SJ_GLIF_PREFETCH_BYTES
 #define SJ_GLIF_PREFETCH_BYTES 256
 #endif
