@@ -86,8 +86,16 @@ _GATE_SOFT, _GATE_HARD, _GATE_COARSE = 0, 1, 2
 # Constants used inside kernels must be constexpr globals.
 _HALF_PI = tl.constexpr(math.pi / 2.0)
 _INV_SQRT_PI = tl.constexpr(1.0 / math.sqrt(math.pi))
-# Every buffer a launcher hands to a kernel is allocated through this (tests poison it with NaN).
+# Every buffer a launcher hands to a kernel is allocated through one of these two (tests
+# poison both with NaN).
 _empty = torch.empty
+_CONTIGUOUS = torch.contiguous_format
+
+
+def _empty_as(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous uninitialised tensor of ``t``'s shape, dtype and device (``empty_like``
+    costs about half the host time of ``torch.empty(shape, dtype=, device=)``)."""
+    return torch.empty_like(t, memory_format=_CONTIGUOUS)
 
 
 # --------------------------------------------------------------------------- kernels
@@ -808,7 +816,7 @@ def glif_fwd(
     T, step_shape = x.shape[0], x.shape[1:]
     cdt = _compute_dtype(x.dtype)
     dev = x.device
-    spike = _empty(x.shape, dtype=x.dtype, device=dev)
+    spike = _empty_as(x)
     u_seq = _empty(x.shape if store_u else (0,), dtype=cdt, device=dev)
     if T == 0 or x.numel() == 0:  # no step: the state is unchanged
         state = [
@@ -903,8 +911,8 @@ def glif_bwd(
     cdt = _compute_dtype(x.dtype)
     dev = x.device
     params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset)
-    grads = [_empty(p.shape, dtype=p.dtype, device=dev) for p in (*params, conduct)]
-    dx = _empty(x.shape, dtype=x.dtype, device=dev)
+    grads = [_empty_as(p) for p in (*params, conduct)]
+    dx = _empty_as(x)
     # a zero state given as None has no gradient slot: an empty placeholder, not written
     dv0 = _empty(step_shape if v0 is not None else (0,), dtype=cdt, device=dev)
     ds0 = _empty(step_shape if s0 is not None else (0,), dtype=cdt, device=dev)
