@@ -78,9 +78,11 @@ class GLIFOutput(NamedTuple):
 # --------------------------------------------------------------------------- choice
 
 
-@functools.cache
+_HAS_TRITON = importlib.util.find_spec("triton") is not None  # (found, not imported)
+
+
 def _triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    return _HAS_TRITON
 
 
 def _interpreter_on() -> bool:
@@ -409,19 +411,23 @@ class _GLIFFunction(torch.autograd.Function):
     implementations without the custom-op boundary, which costs more host time than
     the rest of a step (``bench/host_overhead.py``). ``torch.compile`` uses the op."""
 
+    # the flags travel as one tuple argument: each argument of apply costs host time
     @staticmethod
     def forward(ctx, x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,
-                conduct, *flags):  # fmt: skip
+                conduct, flags):  # fmt: skip
         args = (x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
         out = _fwd_impl(*args, *flags)
-        _setup_context(ctx, (*args, *flags), out)
+        ctx.save_for_backward(x, v0, s0, out[3], alpha, beta, gamma, tau, v_threshold,
+                              linear_decay, v_subreset, conduct)  # fmt: skip
+        ctx.flags = flags
+        ctx.set_materialize_grads(False)
         return tuple(out)
 
     @staticmethod
     def backward(ctx, grad_spike, grad_v_last, grad_s_last, grad_u_seq):
         incoming = (grad_spike, grad_v_last, grad_s_last, grad_u_seq)
         grads = _backward_core(ctx.saved_tensors, ctx.flags, incoming, _bwd_impl)
-        return (*grads, *(None,) * _N_FLAGS)
+        return (*grads, None)
 
 
 class _SurrogateSpike(torch.autograd.Function):
@@ -745,7 +751,7 @@ def glif_multi_step(
     if torch.compiler.is_compiling():  # the op: torch.compile sees GLIF as one node
         spike_seq, v_last, s_last, u_seq = _glif_fwd_op(*args)
     elif needs_grad:
-        spike_seq, v_last, s_last, u_seq = _GLIFFunction.apply(*args)
+        spike_seq, v_last, s_last, u_seq = _GLIFFunction.apply(*args[:11], args[11:])
     else:
         spike_seq, v_last, s_last, u_seq = _fwd_impl(*args)
     return GLIFOutput(spike_seq, v_last, s_last, u_seq if store_v_seq else None)
