@@ -171,6 +171,17 @@ def _offsets3(offs_o, offs_c, offs_i, s_o, s_c, s_i):
 
 
 @triton.jit
+def _load_state(ptr, offs_o, offs_c, offs_i, s_o, s_c, s_i, mask, HAS: tl.constexpr, CDT,
+                BLOCK_O: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_I: tl.constexpr):  # fmt: skip
+    """A step-shaped tile in the compute dtype, or zeros where the tensor is absent."""
+    if HAS:
+        return tl.load(
+            ptr + _offsets3(offs_o, offs_c, offs_i, s_o, s_c, s_i), mask=mask, other=0.0
+        ).to(CDT)
+    return tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)
+
+
+@triton.jit
 def _membrane(v, s, x, coef_d, coef_g, coef_l, coef_k, coef_r):
     """One step's membrane (the forward and the backward's recomputation share this code,
     so that they round alike)."""
@@ -219,20 +230,10 @@ def _glif_fwd_kernel(
     coef_r = coef_r[None, :, None]
     theta = theta[None, :, None]
 
-    if HAS_V0:
-        v = tl.load(
-            v0_ptr + _offsets3(offs_o, offs_c, offs_i, sv_o, sv_c, sv_i), mask=mask, other=0.0
-        )
-        v = v.to(CDT)
-    else:
-        v = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)
-    if HAS_S0:
-        s = tl.load(
-            s0_ptr + _offsets3(offs_o, offs_c, offs_i, ss_o, ss_c, ss_i), mask=mask, other=0.0
-        )
-        s = s.to(CDT)
-    else:
-        s = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)
+    v = _load_state(v0_ptr, offs_o, offs_c, offs_i, sv_o, sv_c, sv_i, mask, HAS_V0, CDT,
+                    BLOCK_O, BLOCK_C, BLOCK_I)  # fmt: skip
+    s = _load_state(s0_ptr, offs_o, offs_c, offs_i, ss_o, ss_c, ss_i, mask, HAS_S0, CDT,
+                    BLOCK_O, BLOCK_C, BLOCK_I)  # fmt: skip
 
     out_off = _offsets3(offs_o, offs_c, offs_i, so_o, so_c, 1)
     x_ptrs = x_ptr + _offsets3(offs_o, offs_c, offs_i, sx_o, sx_c, sx_i)
@@ -359,30 +360,15 @@ def _glif_bwd_kernel(
     acc_th = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)  # sum sg * ds
     acc_beta = tl.zeros([NW, BLOCK_C], CDT)  # per warp: sum_t (1 - k_t) * sum du_t * x_t
 
-    if HAS_V0:
-        v0 = tl.load(
-            v0_ptr + _offsets3(offs_o, offs_c, offs_i, sv_o, sv_c, sv_i), mask=mask, other=0.0
-        )
-        v0 = v0.to(CDT)
-    else:
-        v0 = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)
-    if HAS_S0:
-        s0 = tl.load(
-            s0_ptr + _offsets3(offs_o, offs_c, offs_i, ss_o, ss_c, ss_i), mask=mask, other=0.0
-        )
-        s0 = s0.to(CDT)
-    else:
-        s0 = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)
-    if HAS_GV:
-        gv_off = _offsets3(offs_o, offs_c, offs_i, sgv_o, sgv_c, sgv_i)
-        gv = tl.load(gvl_ptr + gv_off, mask=mask, other=0.0).to(CDT)
-    else:
-        gv = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)
-    if HAS_GS:  # the final spike's gradient enters as dL/ds_{T-1} from the future
-        gsl_off = _offsets3(offs_o, offs_c, offs_i, sgsl_o, sgsl_c, sgsl_i)
-        gs = tl.load(gsl_ptr + gsl_off, mask=mask, other=0.0).to(CDT)
-    else:
-        gs = tl.zeros([BLOCK_O, BLOCK_C, BLOCK_I], CDT)
+    v0 = _load_state(v0_ptr, offs_o, offs_c, offs_i, sv_o, sv_c, sv_i, mask, HAS_V0, CDT,
+                     BLOCK_O, BLOCK_C, BLOCK_I)  # fmt: skip
+    s0 = _load_state(s0_ptr, offs_o, offs_c, offs_i, ss_o, ss_c, ss_i, mask, HAS_S0, CDT,
+                     BLOCK_O, BLOCK_C, BLOCK_I)  # fmt: skip
+    gv = _load_state(gvl_ptr, offs_o, offs_c, offs_i, sgv_o, sgv_c, sgv_i, mask, HAS_GV, CDT,
+                     BLOCK_O, BLOCK_C, BLOCK_I)  # fmt: skip
+    # the final spike's gradient enters as dL/ds_{T-1} from the future
+    gs = _load_state(gsl_ptr, offs_o, offs_c, offs_i, sgsl_o, sgsl_c, sgsl_i, mask, HAS_GS, CDT,
+                     BLOCK_O, BLOCK_C, BLOCK_I)  # fmt: skip
 
     # Pointers start at t = T - 1 and step backwards.
     last = T.to(tl.int64) - 1
