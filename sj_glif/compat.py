@@ -108,36 +108,22 @@ def _heaviside(z: torch.Tensor) -> torch.Tensor:
     return (z >= 0).to(z)  # SpikingJelly's H: 1 where z >= 0
 
 
-class _RectFn(torch.autograd.Function):
+class _SpikeFn(torch.autograd.Function):
+    """``H(z)`` forward; backward: the surrogate class's ``backward(grad, z, alpha)``."""
+
     @staticmethod
-    def forward(z: torch.Tensor, alpha: float) -> torch.Tensor:
+    def forward(z: torch.Tensor, alpha: float, surrogate_cls: type) -> torch.Tensor:
         return _heaviside(z)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         ctx.save_for_backward(inputs[0])
-        ctx.alpha = inputs[1]
+        ctx.alpha, ctx.surrogate_cls = inputs[1], inputs[2]
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (z,) = ctx.saved_tensors
-        return SjGlifRect.backward(grad, z, ctx.alpha), None
-
-
-class _SuperSpikeFn(torch.autograd.Function):
-    @staticmethod
-    def forward(z: torch.Tensor, alpha: float) -> torch.Tensor:
-        return _heaviside(z)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-        ctx.save_for_backward(inputs[0])
-        ctx.alpha = inputs[1]
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (z,) = ctx.saved_tensors
-        return SjGlifSuperSpike.backward(grad, z, ctx.alpha), None
+        return ctx.surrogate_cls.backward(grad, z, ctx.alpha), None, None
 
 
 class SjGlifRect(surrogate.SurrogateFunctionBase):
@@ -156,7 +142,7 @@ class SjGlifRect(surrogate.SurrogateFunctionBase):
 
     @staticmethod
     def spiking_function(x: torch.Tensor, alpha: float) -> torch.Tensor:
-        return _RectFn.apply(x, alpha)
+        return _SpikeFn.apply(x, alpha, SjGlifRect)
 
     @staticmethod
     def primitive_function(x: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -180,7 +166,7 @@ class SjGlifSuperSpike(surrogate.SurrogateFunctionBase):
 
     @staticmethod
     def spiking_function(x: torch.Tensor, alpha: float) -> torch.Tensor:
-        return _SuperSpikeFn.apply(x, alpha)
+        return _SpikeFn.apply(x, alpha, SjGlifSuperSpike)
 
     @staticmethod
     def primitive_function(x: torch.Tensor, alpha: float) -> torch.Tensor:

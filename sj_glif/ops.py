@@ -215,8 +215,8 @@ def _bwd_impl(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq
               gate_mode, surrogate_id, sg_alpha, detach_reset, impl):  # fmt: skip
     """The backward of every fused implementation: the 11 input gradients ``(dx, dv0,
     ds0, d_alpha … d_v_subreset, d_conduct)``; a None incoming gradient is zero. ``dv0``
-    / ``ds0`` are empty placeholders where ``v0`` / ``s0`` is None (the C++ path then
-    neither computes nor allocates them)."""
+    / ``ds0`` are empty placeholders where ``v0`` / ``s0`` is None (every implementation
+    returns them so; the C++ and Triton paths then neither compute nor write them)."""
     params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
     if impl == "triton":
         # two launches; every gradient is a tensor of its own (outputs may not alias). A
@@ -235,11 +235,7 @@ def _bwd_impl(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq
         out = torch_bwd(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq,
                          *params, t0, channel_dim, gate_mode, surrogate_id, sg_alpha,
                          detach_reset)  # fmt: skip
-    out = list(out)
-    for i, state in ((1, v0), (2, s0)):  # a zero state given as None has no gradient slot
-        if state is None and out[i].numel():
-            out[i] = x.new_empty(0, dtype=compute_dtype(x.dtype))
-    return out
+    return list(out)
 
 
 # --------------------------------------------------------------------------- torch.library

@@ -217,7 +217,10 @@ def torch_bwd(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq
     params = dict(alpha=alpha, beta=beta, gamma=gamma, tau=tau, v_threshold=v_threshold,
                   linear_decay=linear_decay, v_subreset=v_subreset)  # fmt: skip
     out = [grads[n].to(p.dtype) if n in grads else torch.zeros_like(p) for n, p in params.items()]
-    return (dx, du, gs_neg.neg_(), *out, d_conduct)
+    # a zero state given as None has no gradient slot: an empty placeholder
+    dv0 = du if v0 is not None else x.new_empty(0, dtype=cdt)
+    ds0 = gs_neg.neg_() if s0 is not None else x.new_empty(0, dtype=cdt)
+    return (dx, dv0, ds0, *out, d_conduct)
 
 
 def _raw_grads(sums: dict[str, Tensor], c: dict, gate_mode: int) -> dict[str, Tensor]:

@@ -358,11 +358,10 @@ inline __attribute__((always_inline)) void fwd_block(
     const acc_t* __restrict v0, const acc_t* __restrict s0, scalar_t* __restrict spk,
     int64_t ss, acc_t* __restrict u, acc_t* __restrict vlast, acc_t* __restrict slast, const int n) {
   constexpr int W = kFwdLanes<acc_t>;
-  acc_t v[W], av[W], rv[W], s[W];
+  acc_t v[W], av[W], rv[W];
   for (int w = 0; w < n; ++w) {
     v[w] = v0[w];
-    s[w] = s0[w];
-    init_ar(s[w], CO(D, w), CO(GhD, w), CO(R, w), av[w], rv[w]);
+    init_ar(s0[w], CO(D, w), CO(GhD, w), CO(R, w), av[w], rv[w]);
   }
   for (int64_t t = 0; t < T; ++t) {
     const scalar_t* __restrict xt = x + t * xs;
@@ -379,9 +378,10 @@ inline __attribute__((always_inline)) void fwd_block(
       if constexpr (STORE_U) ut[w] = un;
     }
   }
+  // the last spike, as in the loop (T >= 1: blocks run only for a non-empty input)
   for (int w = 0; w < n; ++w) {
     vlast[w] = v[w];
-    slast[w] = T > 0 ? (v[w] >= CO(TH, w) ? acc_t(1) : acc_t(0)) : s[w];
+    slast[w] = v[w] >= CO(TH, w) ? acc_t(1) : acc_t(0);
   }
 }
 
