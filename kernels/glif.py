@@ -721,12 +721,13 @@ def _param_strides(params: tuple[torch.Tensor, ...], C: int, channelwise: bool) 
     """Channel stride of each raw ``[C]``/``[]`` parameter (0 for a layer-wise one)."""
     out = []
     for p in params:
-        if p.dim() == 0:
-            out.append(0)
+        st = p.stride()  # () for a layer-wise parameter: one call answers both questions
+        if st:
+            # (plain int tests: torch.Size == tuple is slow, through symbolic shapes)
+            assert channelwise and len(st) == 1 and p.shape[0] == C, (tuple(p.shape), C)
+            out.append(st[0])
         else:
-            # (a plain int test: torch.Size == tuple is slow, through symbolic shapes)
-            assert channelwise and p.dim() == 1 and p.shape[0] == C, (tuple(p.shape), C)
-            out.append(p.stride(0))
+            out.append(0)
     return out
 
 
@@ -742,11 +743,32 @@ def _is_channelwise(*params: torch.Tensor) -> bool:
     return any(p.dim() > 0 for p in params)
 
 
+@functools.lru_cache(maxsize=1024)
+def _shapes(shape: torch.Size, channel_dim: int, channelwise: bool) -> tuple:
+    """For ``x`` of ``shape`` (``[T, *step_shape]``): ``(step_shape as a tuple, [outer, C,
+    inner], the contiguous strides of [T, outer, C, inner])``; cached per shape (plain
+    tuples also allocate faster than a ``torch.Size``)."""
+    step = tuple(shape[1:])
+    outer, C, inner = _geometry(step, channel_dim, channelwise)
+    return step, (outer, C, inner), (outer * C * inner, C * inner, inner, 1)
+
+
+def _seq4(t: torch.Tensor, shape3: tuple[int, int, int], strides4: tuple[int, ...]):
+    """``(t, its strides as [T, outer, C, inner])`` for a ``[T, *step_shape]`` tensor whose
+    contiguous strides as that view are ``strides4``: a contiguous ``t`` needs no view
+    object (the kernels take a pointer and strides); otherwise :func:`_view` (a copy only
+    when the strides cannot be merged)."""
+    if t.is_contiguous():
+        return t, strides4
+    t4 = _view(t, (t.shape[0], *shape3))
+    return t4, t4.stride()
+
+
 def _state3(t: torch.Tensor | None, shape3: tuple[int, int, int], step_shape, name: str):
     """A step-shaped tensor as ``[outer, C, inner]`` and its strides; ``None`` stays None."""
     if t is None:
         return None, (0, 0, 0)
-    assert t.shape == step_shape, (name, tuple(t.shape), tuple(step_shape))
+    assert tuple(t.shape) == tuple(step_shape), (name, tuple(t.shape), tuple(step_shape))
     t3 = _view(t, shape3)
     return t3, t3.stride()
 
@@ -787,7 +809,7 @@ def glif_fwd(
         ``(spike_seq, v_last, s_last, u_seq)``: spikes like ``x`` (its dtype, contiguous);
         the final membrane and final spike, ``step_shape`` in the compute dtype (float64 for
         float64 input, else float32), both written by the kernel; ``u_seq``
-        ``[T, *step_shape]`` in the compute dtype, or an empty tensor without ``store_u``.
+        ``[T, *step_shape]`` in the compute dtype, or None without ``store_u``.
         Each ``x``/``v0``/``s0`` whose strides cannot be merged into the
         ``[T, outer, C, inner]`` view is copied once with ``.contiguous()``.
 
@@ -799,38 +821,38 @@ def glif_fwd(
         ...     gate_mode=0, store_u=False)
     """
     assert x.dim() >= 2 and gate_mode in (0, 1, 2)
-    T, step_shape = x.shape[0], x.shape[1:]
+    T = x.shape[0]
     cdt = _compute_dtype(x.dtype)
     dev = x.device
     spike = _empty_as(x)
-    u_seq = _empty(x.shape if store_u else (0,), dtype=cdt, device=dev)
+    u_seq = _empty(x.shape, dtype=cdt, device=dev) if store_u else None
     if T == 0 or x.numel() == 0:  # no step: the state is unchanged
         state = [
-            torch.zeros(step_shape, dtype=cdt, device=dev) if t is None else t.to(cdt, copy=True)
+            torch.zeros(x.shape[1:], dtype=cdt, device=dev) if t is None else t.to(cdt, copy=True)
             for t in (v0, s0)
         ]
         return spike, state[0].contiguous(), state[1].contiguous(), u_seq
-    v_last = _empty(step_shape, dtype=cdt, device=dev)
-    s_last = _empty(step_shape, dtype=cdt, device=dev)
 
     params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset)
     if gate_mode == _GATE_COARSE:
         params = (tau, tau, tau, *params[3:])  # the gates are never read
     channelwise = _is_channelwise(*params) or conduct.dim() == 2
-    outer, C, inner = _geometry(step_shape, channel_dim, channelwise)
+    step_shape, shape3, cs4 = _shapes(x.shape, channel_dim, channelwise)
+    outer, C, inner = shape3
+    v_last = _empty(step_shape, dtype=cdt, device=dev)
+    s_last = _empty(step_shape, dtype=cdt, device=dev)
     sp = _param_strides(params, C, channelwise)
     sk = _conduct_strides(conduct, C, t0 + T)
 
-    shape3 = (outer, C, inner)
-    x4 = _view(x, (T, *shape3))
+    x4, xs4 = _seq4(x, shape3, cs4)
     v3, sv = _state3(v0, shape3, step_shape, "v0")
     s3, ss = _state3(s0, shape3, step_shape, "s0")
-    warps, bo, bc, bi, n_cb, n_ib, grid = _fwd_launch(shape3, x4.stride()[1:], x.dtype)
+    warps, bo, bc, bi, n_cb, n_ib, grid = _fwd_launch(shape3, xs4[1:], x.dtype)
     _glif_fwd_kernel[grid](
         x4, x4 if v3 is None else v3, x4 if s3 is None else s3, *params, conduct,
         spike, u_seq if store_u else spike, v_last, s_last,
         T, t0, outer, C, inner, n_cb, n_ib,
-        *x4.stride(), *sv, *ss, *sp, *sk,
+        *xs4, *sv, *ss, *sp, *sk,
         outer * C * inner, C * inner, inner,
         GATE_MODE=gate_mode, STORE_U=store_u, HAS_V0=v3 is not None, HAS_S0=s3 is not None,
         CDT=_tl_dtype(cdt), BLOCK_O=bo, BLOCK_C=bc, BLOCK_I=bi, num_warps=warps,
@@ -886,27 +908,27 @@ def glif_bwd(
     Returns:
         ``(dx, dv0, ds0, d_alpha, d_beta, d_gamma, d_tau, d_v_threshold, d_linear_decay,
         d_v_subreset, d_conduct)``: ``dx`` like ``x`` (contiguous), ``dv0``/``ds0``
-        ``step_shape`` in the compute dtype (empty where ``v0``/``s0`` is None: a zero state
-        has no gradient, and none is written), and each parameter gradient a tensor of its
+        ``step_shape`` in the compute dtype (None where ``v0``/``s0`` is None: a zero state
+        has no gradient, and none is computed), and each parameter gradient a tensor of its
         own (no views of a shared buffer), shaped and typed like its parameter: zeros for
         the gates in coarse mode, ``d_conduct`` rows outside ``t0 … t0 + T - 1`` zero.
     """
     assert x.dim() >= 2 and gate_mode in (0, 1, 2) and 0 <= surrogate_id <= 7
-    T, step_shape = x.shape[0], x.shape[1:]
+    T = x.shape[0]
     assert u_seq is None or u_seq.shape == x.shape, (tuple(u_seq.shape), tuple(x.shape))
     cdt = _compute_dtype(x.dtype)
     dev = x.device
     params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset)
     grads = [_empty_as(p) for p in (*params, conduct)]
     dx = _empty_as(x)
-    # a zero state given as None has no gradient slot: an empty placeholder, not written
-    dv0 = _empty(step_shape if v0 is not None else (0,), dtype=cdt, device=dev)
-    ds0 = _empty(step_shape if s0 is not None else (0,), dtype=cdt, device=dev)
+    # a zero state given as None has no gradient: None, nothing allocated or written
+    dv0 = None if v0 is None else _empty(x.shape[1:], dtype=cdt, device=dev)
+    ds0 = None if s0 is None else _empty(x.shape[1:], dtype=cdt, device=dev)
     if T == 0 or x.numel() == 0:  # no step: v_last is v0 and s_last is s0
         for g in (dx, *grads):
             g.zero_()
         for d, g in ((dv0, grad_v_last), (ds0, grad_s_last)):
-            if d.numel():
+            if d is not None:
                 d.zero_() if g is None else d.copy_(g)
         return dx, dv0, ds0, *grads
 
@@ -914,33 +936,30 @@ def glif_bwd(
     if gate_mode == _GATE_COARSE:
         kernel_params = (tau, tau, tau, *params[3:])  # the gates are never read
     channelwise = _is_channelwise(*params) or conduct.dim() == 2
-    outer, C, inner = _geometry(step_shape, channel_dim, channelwise)
+    step_shape, shape3, cs4 = _shapes(x.shape, channel_dim, channelwise)
+    outer, C, inner = shape3
     sp = _param_strides(kernel_params, C, channelwise)
     sk = _conduct_strides(conduct, C, t0 + T)
 
-    shape3 = (outer, C, inner)
-    shape4 = (T, *shape3)
-    x4 = _view(x, shape4)
+    x4, xs4 = _seq4(x, shape3, cs4)
     recompute = u_seq is None
     if recompute:  # checkpoint rows laid out like output steps; at least one row to point at
         u4 = _empty((max(_cdiv(T, _SEGMENT) - 1, 1), *shape3), dtype=cdt, device=dev)
     else:
-        u4 = _view(u_seq, shape4)
-        if not u4.is_contiguous():
-            u4 = u4.contiguous()  # the kernel reads u_seq with the output strides
-    seq = {}
-    for name, t in (("grad_spike", grad_spike), ("grad_u_seq", grad_u_seq)):
+        u4 = u_seq.contiguous()  # the kernel reads u_seq with the output strides
+    seq = [(None, (0, 0, 0, 0))] * 2  # grad_spike, grad_u_seq and their strides
+    for i, (name, t) in enumerate((("grad_spike", grad_spike), ("grad_u_seq", grad_u_seq))):
         if t is not None:
             assert t.shape == x.shape, (name, tuple(t.shape), tuple(x.shape))
-            seq[name] = _view(t, shape4)
-    gs4, gu4 = seq.get("grad_spike"), seq.get("grad_u_seq")
+            seq[i] = _seq4(t, shape3, cs4)
+    (gs4, sgs), (gu4, sgu) = seq
     v3, sv = _state3(v0, shape3, step_shape, "v0")
     s3, ss = _state3(s0, shape3, step_shape, "s0")
     gv3, sgv = _state3(grad_v_last, shape3, step_shape, "grad_v_last")
     gsl3, sgsl = _state3(grad_s_last, shape3, step_shape, "grad_s_last")
 
     warps, bc, split_o, bo_t, bi_t, lanes, n_cb, n_ib, n_p, c_pad = _bwd_launch(
-        shape3, x4.stride()[1:], x.dtype
+        shape3, xs4[1:], x.dtype
     )
     dpar = _empty((n_p, _N_PARAM_ROWS, C), dtype=cdt, device=dev)
     dk = _empty((n_p * warps, T, c_pad), dtype=cdt, device=dev)
@@ -951,9 +970,7 @@ def glif_bwd(
         *kernel_params, conduct,
         dx, dv0 if v3 is not None else dx, ds0 if s3 is not None else dx, dpar, dk, u4,
         T, t0, outer, C, inner, n_cb, n_ib, c_pad,
-        *(gs4.stride() if gs4 is not None else (0, 0, 0, 0)), *sgv, *sgsl,
-        *(gu4.stride() if gu4 is not None else (0, 0, 0, 0)),
-        *x4.stride(), *sv, *ss, *sp, *sk,
+        *sgs, *sgv, *sgsl, *sgu, *xs4, *sv, *ss, *sp, *sk,
         outer * C * inner, C * inner, inner,
         float(sg_alpha),
         GATE_MODE=gate_mode, SURROGATE=surrogate_id, DETACH_RESET=detach_reset,

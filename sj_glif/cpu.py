@@ -238,10 +238,12 @@ def cpp_fwd(
 
     Returns:
         ``(spike_seq [T, *step] in x's dtype, v_last, s_last [step] and u_seq [T, *step]
-        (empty unless store_u) in the compute dtype)``.
+        in the compute dtype (None unless store_u))``.
     """
-    return tuple(load().fwd(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay,
-                            v_subreset, conduct, t0, channel_dim, gate_mode, store_u))  # fmt: skip
+    spike, v_last, s_last, u_seq = load().fwd(x, v0, s0, alpha, beta, gamma, tau, v_threshold,
+                                              linear_decay, v_subreset, conduct, t0,
+                                              channel_dim, gate_mode, store_u)  # fmt: skip
+    return spike, v_last, s_last, (u_seq if store_u else None)
 
 
 def cpp_bwd(
@@ -252,7 +254,7 @@ def cpp_bwd(
     x: Tensor,
     v0: Tensor | None,
     s0: Tensor | None,
-    u_seq: Tensor,
+    u_seq: Tensor | None,
     alpha: Tensor | None,
     beta: Tensor | None,
     gamma: Tensor | None,
@@ -275,18 +277,26 @@ def cpp_bwd(
         grad_v_last, grad_s_last: gradients of the final state ``[step]``, or None.
         grad_u_seq: gradient of the membranes ``[T, *step]``, or None.
         x, v0, s0, parameters, t0, channel_dim, gate_mode: as in :func:`cpp_fwd`.
-        u_seq: the stored membranes, or an empty tensor: then they are recomputed per tile.
+        u_seq: the stored membranes, or None (or an empty tensor): then they are
+            recomputed per tile.
         surrogate_id, sg_alpha: the fused surrogate (:mod:`sj_glif.surrogates`).
         detach_reset: no gradient through the previous spike in the reset terms.
 
     Returns:
-        ``[dx (x's dtype), dv0, ds0 (compute dtype; empty where v0 / s0 is None: a zero
+        ``[dx (x's dtype), dv0, ds0 (compute dtype; None where v0 / s0 is None: a zero
         state has no gradient, and none is computed), d_alpha, d_beta, d_gamma, d_tau,
         d_v_threshold, d_linear_decay, d_v_subreset (each its parameter's shape and dtype),
         d_conduct (zero outside rows t0..t0+T-1)]``. Per-channel sums are reduced in a
         fixed order: the result does not depend on the thread count.
     """
-    return list(load().bwd(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq,
-                           alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,
-                           conduct, t0, channel_dim, gate_mode, surrogate_id, float(sg_alpha),
-                           detach_reset))  # fmt: skip
+    if u_seq is None:  # the extension takes an empty tensor for "recompute"
+        u_seq = x.new_empty(0)
+    out = list(load().bwd(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq,
+                          alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,
+                          conduct, t0, channel_dim, gate_mode, surrogate_id, float(sg_alpha),
+                          detach_reset))  # fmt: skip
+    if v0 is None:  # the extension's empty placeholders: no gradient
+        out[1] = None
+    if s0 is None:
+        out[2] = None
+    return out

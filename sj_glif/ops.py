@@ -24,6 +24,7 @@ import functools
 import importlib.util
 import os
 import warnings
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -130,51 +131,67 @@ def implementation_for(
         >>> implementation_for("cpu")
         ('cpp', "backend='auto' on cpu: the fused C++ CPU implementation")
     """
-    device = torch.device(device)
+    name, why = _choose(torch.device(device), backend, surrogate_function)
+    return name, why()
+
+
+def _choose(
+    device: torch.device, backend: str, surrogate_function: object | None
+) -> tuple[str, Callable[[], str]]:
+    """:func:`implementation_for` with the reason as a function: per call, formatting the
+    reason would cost more host time than choosing."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     env = _env_backend()
     if env not in BACKENDS:
         raise ValueError(f"{ENV_VAR} must be one of {BACKENDS}, got {env!r}")
-    source = f"backend={backend!r}"
+    source = f"backend={backend!r}" if env == "auto" else f"{ENV_VAR}={env}"
     if env != "auto":
-        backend, source = env, f"{ENV_VAR}={env}"
+        backend = env
     if surrogate_function is not None and fused_surrogate(surrogate_function) is None:
         return (
             "reference",
-            f"{type(surrogate_function).__name__} is not one of the fused surrogates: "
-            "autograd through the PyTorch reference",
+            lambda: (
+                f"{type(surrogate_function).__name__} is not one of the fused surrogates: "
+                "autograd through the PyTorch reference"
+            ),
         )
     if backend == "torch":
-        return "torch", f"{source}: the PyTorch path"
+        return "torch", lambda: f"{source}: the PyTorch path"
     if backend == "cpp":
         if device.type != "cpu":
             raise ValueError(f"{source} runs on the CPU, got a tensor on {device}")
         why = _cpp_unavailable()
         if why:
             raise ValueError(f"{source} but the fused C++ CPU implementation is unavailable: {why}")
-        return "cpp", f"{source}: the fused C++ CPU implementation"
+        return "cpp", lambda: f"{source}: the fused C++ CPU implementation"
     if backend == "triton":
         if not _triton_available():
             raise ValueError(f"{source} but triton is not installed")
         if device.type == "cuda":
-            return "triton", f"{source} on {device}"
+            return "triton", lambda: f"{source} on {device}"
         if _interpreter_on():
-            return "triton", f"{source} on {device}: Triton interpreter (TRITON_INTERPRET=1)"
+            return (
+                "triton",
+                lambda: f"{source} on {device}: Triton interpreter (TRITON_INTERPRET=1)",
+            )
         raise ValueError(
             f"{source} needs a CUDA tensor, got one on {device} "
             "(set TRITON_INTERPRET=1 to run the kernels on the CPU, slowly)"
         )
     if device.type == "cuda":
         if _triton_available():
-            return "triton", f"{source} on {device}: fused Triton kernels"
-        return "torch", f"{source} on {device}: triton is not installed, the PyTorch path"
+            return "triton", lambda: f"{source} on {device}: fused Triton kernels"
+        return "torch", lambda: f"{source} on {device}: triton is not installed, the PyTorch path"
     if device.type == "cpu":
         why = _cpp_unavailable()
         if not why:
-            return "cpp", f"{source} on cpu: the fused C++ CPU implementation"
-        return "torch", f"{source} on cpu: the PyTorch path (C++ implementation unavailable: {why})"
-    return "torch", f"{source} on {device.type}: the PyTorch path (Triton runs on CUDA)"
+            return "cpp", lambda: f"{source} on cpu: the fused C++ CPU implementation"
+        return (
+            "torch",
+            lambda: f"{source} on cpu: the PyTorch path (C++ implementation unavailable: {why})",
+        )
+    return "torch", lambda: f"{source} on {device.type}: the PyTorch path (Triton runs on CUDA)"
 
 
 # --------------------------------------------------------------------------- implementations
@@ -197,7 +214,9 @@ def _fwd_impl(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_s
               conduct, t0, channel_dim, gate_mode, surrogate_id, sg_alpha, detach_reset,
               store_u, impl):  # fmt: skip
     """The forward of every fused implementation: ``(spike_seq, v_last, s_last, u_seq)``.
-    ``v0``/``s0`` None mean a zero state; ``u_seq`` is empty without ``store_u``."""
+    ``v0``/``s0`` None mean a zero state; ``u_seq`` is None without ``store_u`` (nothing
+    allocated: only the custom op, whose schema has no optional outputs, makes an empty
+    placeholder of it)."""
     args = (x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
     if impl == "triton":
         # one launch; s_last (compute dtype) is written by the kernel, so that its gradient
@@ -215,12 +234,12 @@ def _bwd_impl(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq
               gate_mode, surrogate_id, sg_alpha, detach_reset, impl):  # fmt: skip
     """The backward of every fused implementation: the 11 input gradients ``(dx, dv0,
     ds0, d_alpha … d_v_subreset, d_conduct)``; a None incoming gradient is zero. ``dv0``
-    / ``ds0`` are empty placeholders where ``v0`` / ``s0`` is None (every implementation
-    returns them so; the C++ and Triton paths then neither compute nor write them)."""
+    / ``ds0`` are None where ``v0`` / ``s0`` is None: a zero state has no gradient, and no
+    implementation computes one (the custom op turns them into empty placeholders)."""
     params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
     if impl == "triton":
         # two launches; every gradient is a tensor of its own (outputs may not alias). A
-        # membrane stream not stored (the empty placeholder) is recomputed by the kernel.
+        # membrane stream not stored (None, or the op's placeholder) is recomputed.
         stored = u_seq if u_seq is not None and u_seq.shape == x.shape else None
         out = _kernels().glif_bwd(
             grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, stored, *params,
@@ -263,9 +282,13 @@ def _glif_fwd_op(
     store_u: bool,
     impl: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return tuple(_fwd_impl(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay,
-                           v_subreset, conduct, t0, channel_dim, gate_mode, surrogate_id,
-                           sg_alpha, detach_reset, store_u, impl))  # fmt: skip
+    spike_seq, v_last, s_last, u_seq = _fwd_impl(
+        x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct,
+        t0, channel_dim, gate_mode, surrogate_id, sg_alpha, detach_reset, store_u, impl,
+    )  # fmt: skip
+    if u_seq is None:  # the schema has no optional outputs: an empty placeholder
+        u_seq = x.new_empty(0, dtype=compute_dtype(x.dtype))
+    return spike_seq, v_last, s_last, u_seq
 
 
 @_glif_fwd_op.register_fake
@@ -304,10 +327,14 @@ def _glif_bwd_op(
     detach_reset: bool,
     impl: str,
 ) -> list[Tensor]:
-    return _bwd_impl(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq,
-                     alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct,
-                     t0, channel_dim, gate_mode, surrogate_id, sg_alpha, detach_reset,
-                     impl)  # fmt: skip
+    grads = _bwd_impl(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq,
+                      alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct,
+                      t0, channel_dim, gate_mode, surrogate_id, sg_alpha, detach_reset,
+                      impl)  # fmt: skip
+    for i in (1, 2):  # no gradient for a zero state: an empty placeholder (list[Tensor])
+        if grads[i] is None:
+            grads[i] = x.new_empty(0, dtype=compute_dtype(x.dtype))
+    return grads
 
 
 @_glif_bwd_op.register_fake
@@ -334,7 +361,7 @@ def _backward_core(saved, flags, grads, bwd):
     x, v0, s0, u_seq, *params = saved
     t0, cd, gate_mode, sid, sg_alpha, detach, store_u, impl = flags
     grad_spike, grad_v_last, grad_s_last, grad_u_seq = grads
-    if not store_u:  # the membrane output is an empty placeholder: no gradient to it
+    if not store_u:  # the membrane output is None (the op's empty placeholder): no gradient
         grad_u_seq = None
     if torch.is_grad_enabled() and not torch.compiler.is_compiling():
         # backward(create_graph=True): a backward that is itself differentiable
@@ -349,10 +376,11 @@ def _backward_core(saved, flags, grads, bwd):
         u_seq = None
     grads = bwd(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq, *params,
                 t0, cd, gate_mode, sid, sg_alpha, detach, impl)  # fmt: skip
-    if v0 is None or s0 is None:  # a zero state given as None has no gradient slot
-        grads = [
-            g if i not in (1, 2) or saved[i] is not None else None for i, g in enumerate(grads)
-        ]
+    # a zero state given as None has no gradient (the op returns placeholders for it)
+    if v0 is None:
+        grads[1] = None
+    if s0 is None:
+        grads[2] = None
     return grads
 
 
@@ -694,7 +722,7 @@ def glif_multi_step(
     cd = check_inputs(x_seq, params, channel_dim, t0, gate_mode)
     t0 = _as_int(t0, "t0")
     # a fused surrogate decides nothing in implementation_for: pass None (no module needed)
-    impl, _ = implementation_for(x_seq.device, backend, None if fused else surrogate_function)
+    impl = _choose(x_seq.device, backend, None if fused else surrogate_function)[0]
     cdt = compute_dtype(x_seq.dtype)
     step_shape = x_seq.shape[1:]
     v0 = _state(v0, step_shape, cdt, x_seq.device, "v0")

@@ -76,7 +76,7 @@ def _channel_sum(t: Tensor, cd: int, layerwise: bool) -> Tensor:
 def torch_fwd(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,
                conduct, t0, channel_dim, gate_mode, store_u, spikes=True):  # fmt: skip
     """``(spike_seq, v_last, s_last, u_seq)``; ``v0``/``s0`` None are a zero state (its
-    terms are skipped at step 0, no zero tensor is made); ``u_seq`` is empty without
+    terms are skipped at step 0, no zero tensor is made); ``u_seq`` is None without
     ``store_u``, and ``spike_seq`` None without ``spikes`` (the backward's recompute)."""
     # Per step, in place into preallocated step buffers: on the CPU a fresh step-sized
     # tensor per op costs more than the arithmetic (allocator page faults).
@@ -117,7 +117,7 @@ def torch_fwd(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_s
             spike_seq[t].copy_(s)
         v = u
     v_last = v.clone() if store_u else v
-    return spike_seq, v_last, s, (u_seq if store_u else x.new_empty(0, dtype=cdt))
+    return spike_seq, v_last, s, u_seq
 
 
 def _surrogate_grad_(u: Tensor, theta: Tensor, sid: int, alpha: float, a: Tensor, b: Tensor):
@@ -217,9 +217,9 @@ def torch_bwd(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq
     params = dict(alpha=alpha, beta=beta, gamma=gamma, tau=tau, v_threshold=v_threshold,
                   linear_decay=linear_decay, v_subreset=v_subreset)  # fmt: skip
     out = [grads[n].to(p.dtype) if n in grads else torch.zeros_like(p) for n, p in params.items()]
-    # a zero state given as None has no gradient slot: an empty placeholder
-    dv0 = du if v0 is not None else x.new_empty(0, dtype=cdt)
-    ds0 = gs_neg.neg_() if s0 is not None else x.new_empty(0, dtype=cdt)
+    # a zero state given as None has no gradient: None
+    dv0 = du if v0 is not None else None
+    ds0 = gs_neg.neg_() if s0 is not None else None
     return (dx, dv0, ds0, *out, d_conduct)
 
 
