@@ -267,6 +267,41 @@ def first_call_latency() -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- fresh process
+
+_FRESH = """
+import json, statistics, sys, time, torch
+sys.path.insert(0, {bench!r})
+from cpu_fused import Case, clone_huge_pages
+torch.set_num_threads({threads})
+case = Case("glif_cpp", {shape!r}, 1)
+case.step()
+x = case.x.detach()
+steps = {{"glif_cpp": case.step, "clone": x.clone, "clone_huge": lambda: clone_huge_pages(x)}}
+times = {{n: [] for n in steps}}
+for r in range({reps}):
+    for n, fn in steps.items():
+        t = time.perf_counter()
+        fn()
+        times[n].append((time.perf_counter() - t) * 1e3)
+print(json.dumps({{n: statistics.median(v) for n, v in times.items()}}))
+"""
+
+
+def fresh_process(shape: tuple[int, ...], threads: int, reps: int) -> dict:
+    """Median ms of the C++ forward + backward and of both clones in a new process with
+    the default allocator, where a large output is mapped anew per call and first-touch
+    page faults are part of every call (the long benchmark process above reuses memory
+    it has faulted in already)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    code = _FRESH.format(bench=str(Path(__file__).resolve().parent), threads=threads,
+                         shape=tuple(shape), reps=reps)  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 # --------------------------------------------------------------------------- resnet18
 
 
@@ -374,6 +409,30 @@ def markdown(res: dict) -> str:
             "and dtype.",
             "",
         ]
+    if res.get("fresh"):
+        lines += [
+            "## In a new process: first-touch page faults in every call",
+            "",
+            "The runs above reuse memory the process has already faulted in. In a new process "
+            "with the default allocator, every large output is mapped anew and faulted in "
+            "during the call (median ms; the C++ implementation advises its large outputs to "
+            "use transparent huge pages, as the second clone does):",
+            "",
+            "| size | threads | GLIF (C++ CPU) | x.clone() | x.clone() into huge pages | "
+            "% of the faster clone |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for fr in res["fresh"]:
+            m = fr["median_ms"]
+            if "error" in m:
+                lines.append(f"| {fr['size']} | {fr['threads']} | failed: {m['error']} | | | |")
+                continue
+            pct = 100 * 2.5 * min(m["clone"], m["clone_huge"]) / m["glif_cpp"]
+            lines.append(
+                f"| {fr['size']} | {fr['threads']} | {m['glif_cpp']:.1f} | {m['clone']:.1f} | "
+                f"{m['clone_huge']:.1f} | {pct:.0f}% |"
+            )
+        lines.append("")
     if res.get("resnet18"):
         lines += ["## spiking_resnet18 training step (SGD, multi-step)", ""]
         for rn in res["resnet18"]:
@@ -417,6 +476,13 @@ def main(argv=None) -> None:
             )
         (args.out / "cpu_fused.json").write_text(json.dumps(res, indent=1))  # partial results
     res["first_call_s"] = first_call_latency() if not args.quick else None
+    if not args.quick:
+        label, shape, _ = SIZES[1]
+        res["fresh"] = [
+            {"size": label, "threads": t, "median_ms": fresh_process(shape, t, 9)}
+            for t in args.threads
+        ]
+        print(f"fresh process: {res['fresh']}", flush=True)
     if not args.no_resnet:
         T, batch, image, n = 4, 8, 32, (3 if args.quick else 7)
         res["resnet18"] = []

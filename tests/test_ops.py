@@ -1012,6 +1012,42 @@ def test_opcheck_glif_bwd():
     torch.library.opcheck(torch.ops.sj_glif.glif_bwd.default, bwd_args)
 
 
+def _cpu_impls() -> list[str]:
+    impls = ["torch"] + (["cpp"] if cpu.available() else [])
+    return impls + (["triton"] if ops._triton_available() and ops._interpreter_on() else [])
+
+
+@pytest.mark.parametrize("impl", _cpu_impls())
+def test_absent_outputs_are_none_and_placeholders_only_in_the_op(impl):
+    """Every implementation returns None for an output that does not exist (the membranes
+    when not stored, the gradient of a zero state given as None) and allocates nothing for
+    it; the custom op, whose schema has no optional outputs, returns empty tensors there
+    (compute dtype), with the same values elsewhere, and passes opcheck."""
+    C, T_ = 3, 4
+    params = list(make_params(C, T_, dtype=F32, seed=31).values())
+    x = torch.randn(T_, 2, C)
+    flags = (0, 1, 0, 0, 4.0, False)
+    fwd_args = (x, None, None, *params, *flags, False, impl)
+    eager = ops._fwd_impl(*fwd_args)
+    spike, v_last, s_last, u = torch.ops.sj_glif.glif_fwd(*fwd_args)
+    assert eager[3] is None
+    assert u.shape == (0,) and u.dtype == F32
+    for a, b in zip(eager[:3], (spike, v_last, s_last), strict=True):
+        assert torch.equal(a, b)
+    g = torch.randn(x.shape)
+    eager_grads = ops._bwd_impl(g, None, None, None, x, None, None, None, *params, *flags, impl)
+    bwd_args = (g, None, None, None, x, None, None, u, *params, *flags, impl)
+    grads = torch.ops.sj_glif.glif_bwd(*bwd_args)
+    assert eager_grads[1] is None and eager_grads[2] is None
+    assert grads[1].shape == grads[2].shape == (0,) and grads[1].dtype == grads[2].dtype == F32
+    for i in (0, *range(3, 11)):
+        torch.testing.assert_close(grads[i], eager_grads[i], rtol=0, atol=0)
+    assert not torch.equal(grads[0], torch.zeros_like(grads[0]))
+    torch.library.opcheck(torch.ops.sj_glif.glif_bwd.default, bwd_args)
+    leaves = [a.detach().requires_grad_() if isinstance(a, torch.Tensor) else a for a in fwd_args]
+    torch.library.opcheck(torch.ops.sj_glif.glif_fwd.default, tuple(leaves))
+
+
 # --------------------------------------------------------------------------- saved tensors
 
 
