@@ -17,7 +17,9 @@ line says that GLIF runs the PyTorch path instead, and
 :func:`cpp_fwd` / :func:`cpp_bwd` take and return exactly what the ``sj_glif::glif_fwd``
 / ``sj_glif::glif_bwd`` ops of :mod:`sj_glif.ops` do (and :mod:`sj_glif.torch_path`'s
 ``torch_fwd`` / ``torch_bwd``), with ``v0``/``s0`` and every incoming gradient allowed to
-be ``None`` (zero). The kernel reads a non-contiguous ``x`` (or gradient) through one
+be ``None`` (zero), and an output that does not exist (the membranes unless ``store_u``,
+the gradient of a state given as None) returned as None where the ops return an empty
+tensor. The kernel reads a non-contiguous ``x`` (or gradient) through one
 ``.contiguous()`` copy; outputs are contiguous.
 
 Threads: ``at::parallel_for``, i.e. torch's own pool and ``torch.get_num_threads()``. With

@@ -5,8 +5,10 @@ runs in place into preallocated step buffers; the backward recomputes the membra
 from the input, so training keeps only ``x`` and the initial state alive (unless the
 caller asked for the membrane stream).
 
-``torch_fwd`` / ``torch_bwd`` take and return exactly what the ``sj_glif::glif_fwd`` /
-``sj_glif::glif_bwd`` ops of :mod:`sj_glif.ops` do.
+``torch_fwd`` / ``torch_bwd`` take and return what the ``sj_glif::glif_fwd`` /
+``sj_glif::glif_bwd`` ops of :mod:`sj_glif.ops` do, except that an output that does not
+exist (the membranes unless ``store_u``, the gradient of a state given as None) is None
+where the ops return an empty tensor.
 """
 
 from __future__ import annotations
