@@ -539,8 +539,7 @@ class GLIFNode(LazyModuleMixin, NodeCompat, neuron.BaseNode):
             )
         v, spike, t = states
         # a surrogate module is read from _modules: nn.Module.__getattr__ is slow per step
-        modules = self._modules
-        sg = modules["surrogate_function"] if "surrogate_function" in modules else None
+        sg = self._modules.get("surrogate_function")
         out = glif_multi_step(
             x_seq,
             v,

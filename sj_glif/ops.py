@@ -260,6 +260,12 @@ def _bwd_impl(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq
 # --------------------------------------------------------------------------- torch.library
 
 
+def _placeholder(t: Tensor | None, x: Tensor) -> Tensor:
+    """``t``, or for an output that does not exist (None) an empty tensor in the compute
+    dtype: the ops' schemas have no optional outputs."""
+    return x.new_empty(0, dtype=compute_dtype(x.dtype)) if t is None else t
+
+
 @torch.library.custom_op("sj_glif::glif_fwd", mutates_args=())
 def _glif_fwd_op(
     x: Tensor,
@@ -286,9 +292,7 @@ def _glif_fwd_op(
         x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct,
         t0, channel_dim, gate_mode, surrogate_id, sg_alpha, detach_reset, store_u, impl,
     )  # fmt: skip
-    if u_seq is None:  # the schema has no optional outputs: an empty placeholder
-        u_seq = x.new_empty(0, dtype=compute_dtype(x.dtype))
-    return spike_seq, v_last, s_last, u_seq
+    return spike_seq, v_last, s_last, _placeholder(u_seq, x)
 
 
 @_glif_fwd_op.register_fake
@@ -331,9 +335,7 @@ def _glif_bwd_op(
                       alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct,
                       t0, channel_dim, gate_mode, surrogate_id, sg_alpha, detach_reset,
                       impl)  # fmt: skip
-    for i in (1, 2):  # no gradient for a zero state: an empty placeholder (list[Tensor])
-        if grads[i] is None:
-            grads[i] = x.new_empty(0, dtype=compute_dtype(x.dtype))
+    grads[1], grads[2] = _placeholder(grads[1], x), _placeholder(grads[2], x)
     return grads
 
 
