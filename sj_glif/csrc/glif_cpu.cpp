@@ -65,6 +65,30 @@ constexpr int64_t kMinInner = 16;         // below this, channel-varying ("vecto
 constexpr int kSums = 5;  // per-channel sums: theta, u_prev, u_prev s_prev, u, s_prev
 constexpr int kTh = 0, kUp = 1, kUps = 2, kU = 3, kUs = 4;
 
+// exp(x) for x <= 0 (or NaN) in plain float arithmetic, so that GCC vectorises it
+// (Cephes expf, ~1 ulp). Below -87 the result is clamped to exp(-87) (~1.6e-38, no
+// denormals); a NaN propagates (the comparison is false for it).
+inline __attribute__((always_inline)) float vexp_neg(float x) {
+  x = x < -87.0f ? -87.0f : x;
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.0f;
+  // 2^n by the exponent bits; a NaN n converts to INT_MIN, and the unsigned arithmetic
+  // below is defined for it (y is NaN then, and so is the result)
+  const uint32_t bits = (static_cast<uint32_t>(static_cast<int32_t>(n)) + 127u) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return y * scale;
+}
+inline __attribute__((always_inline)) double vexp_neg(double x) { return std::exp(x); }
+
 // exp for float in plain arithmetic so that GCC vectorises it (Cephes expf, ~1 ulp).
 // NaN propagates; |x| is clamped to the finite range.
 inline __attribute__((always_inline)) float vexp(float x) {
@@ -94,10 +118,10 @@ template <int SID, typename F>
 inline __attribute__((always_inline)) F surrogate(F z, F a) {
   constexpr F kHalfPi = F(1.57079632679489661923);
   constexpr F kInvSqrtPi = F(0.56418958354775628695);
-  F za = z < F(0) ? -z : z;
+  F za = std::fabs(z);
   if constexpr (SID == 0) {  // sigmoid
     // sigmoid'(a z) a = a e / (1 + e)^2 with e = exp(-a |z|) (even in z; e <= 1)
-    const F e = vexp(-a * za);
+    const F e = vexp_neg(-std::fabs(a * z));
     const F d = F(1) + e;
     return a * e / (d * d);
   } else if constexpr (SID == 1) {  // atan
@@ -115,7 +139,7 @@ inline __attribute__((always_inline)) F surrogate(F z, F a) {
     return a / (d * d);
   } else if constexpr (SID == 6) {  // erf
     F w = a * z;
-    return a * kInvSqrtPi * vexp(-(w * w));
+    return a * kInvSqrtPi * vexp_neg(-(w * w));
   } else {  // rect
     return za < F(0.5) / a ? a : F(0);
   }
