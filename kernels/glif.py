@@ -643,7 +643,12 @@ def _tl_dtype(dtype: torch.dtype):
 
 def _geometry(step_shape: torch.Size, channel_dim: int, channelwise: bool) -> tuple[int, int, int]:
     """``(outer, C, inner)`` of one step's ``[outer, C, inner]`` view."""
-    assert 0 <= channel_dim < len(step_shape), (channel_dim, tuple(step_shape))
+    nd = len(step_shape)
+    if not -nd <= channel_dim < nd:
+        raise ValueError(
+            f"channel_dim {channel_dim} is out of range for a step of shape {tuple(step_shape)}"
+        )
+    channel_dim %= nd
     outer = math.prod(step_shape[:channel_dim])
     if channelwise:
         return outer, step_shape[channel_dim], math.prod(step_shape[channel_dim + 1 :])
@@ -724,19 +729,35 @@ def _param_strides(params: tuple[torch.Tensor, ...], C: int, channelwise: bool) 
         st = p.stride()  # () for a layer-wise parameter: one call answers both questions
         if st:
             # (plain int tests: torch.Size == tuple is slow, through symbolic shapes)
-            assert channelwise and len(st) == 1 and p.shape[0] == C, (tuple(p.shape), C)
+            if len(st) != 1 or p.shape[0] != C:
+                raise ValueError(
+                    f"a [C] parameter must have the input's {C} channels at channel_dim, "
+                    f"got shape {tuple(p.shape)}"
+                )
             out.append(st[0])
         else:
             out.append(0)
     return out
 
 
-def _conduct_strides(conduct: torch.Tensor, C: int, t_end: int) -> tuple[int, int]:
-    assert conduct.dim() in (1, 2) and conduct.shape[0] >= t_end, (tuple(conduct.shape), t_end)
-    if conduct.dim() == 1:
+def _conduct_strides(conduct: torch.Tensor, C: int, t0: int, t_end: int) -> tuple[int, int]:
+    if conduct.dim() not in (1, 2) or conduct.shape[0] < t_end or t_end <= t0:
+        raise ValueError(
+            f"conduct must be [T_rows, C] or [T_rows] with rows {t0}..{t_end - 1}, "
+            f"got shape {tuple(conduct.shape)}"
+        )
+    if conduct.dim() == 1:  # layer-wise (also among channel-wise parameters)
         return conduct.stride(0), 0
-    assert conduct.shape[1] == C, (tuple(conduct.shape), C)
+    if conduct.shape[1] != C:
+        raise ValueError(f"conduct must be [T_rows, {C}], got shape {tuple(conduct.shape)}")
     return conduct.stride(0), conduct.stride(1)
+
+
+def _check_call(x: torch.Tensor, gate_mode: int) -> None:
+    if x.dim() < 2:
+        raise ValueError(f"x must be [T, *step_shape], got shape {tuple(x.shape)}")
+    if gate_mode not in (0, 1, 2):
+        raise ValueError(f"gate_mode must be 0 (soft), 1 (hard) or 2 (coarse), got {gate_mode}")
 
 
 def _is_channelwise(*params: torch.Tensor) -> bool:
@@ -768,7 +789,10 @@ def _state3(t: torch.Tensor | None, shape3: tuple[int, int, int], step_shape, na
     """A step-shaped tensor as ``[outer, C, inner]`` and its strides; ``None`` stays None."""
     if t is None:
         return None, (0, 0, 0)
-    assert tuple(t.shape) == tuple(step_shape), (name, tuple(t.shape), tuple(step_shape))
+    if tuple(t.shape) != tuple(step_shape):
+        raise ValueError(
+            f"{name} must have one step's shape {tuple(step_shape)}, got {tuple(t.shape)}"
+        )
     t3 = _view(t, shape3)
     return t3, t3.stride()
 
@@ -820,7 +844,7 @@ def glif_fwd(
         ...     *[raw] * 7, torch.zeros(3, C, device="cuda"), t0=0, channel_dim=1,
         ...     gate_mode=0, store_u=False)
     """
-    assert x.dim() >= 2 and gate_mode in (0, 1, 2)
+    _check_call(x, gate_mode)
     T = x.shape[0]
     cdt = _compute_dtype(x.dtype)
     dev = x.device
@@ -842,7 +866,7 @@ def glif_fwd(
     v_last = _empty(step_shape, dtype=cdt, device=dev)
     s_last = _empty(step_shape, dtype=cdt, device=dev)
     sp = _param_strides(params, C, channelwise)
-    sk = _conduct_strides(conduct, C, t0 + T)
+    sk = _conduct_strides(conduct, C, t0, t0 + T)
 
     x4, xs4 = _seq4(x, shape3, cs4)
     v3, sv = _state3(v0, shape3, step_shape, "v0")
@@ -913,9 +937,14 @@ def glif_bwd(
         own (no views of a shared buffer), shaped and typed like its parameter: zeros for
         the gates in coarse mode, ``d_conduct`` rows outside ``t0 … t0 + T - 1`` zero.
     """
-    assert x.dim() >= 2 and gate_mode in (0, 1, 2) and 0 <= surrogate_id <= 7
+    _check_call(x, gate_mode)
+    if not 0 <= surrogate_id <= 7:
+        raise ValueError(f"surrogate_id must be 0..7, got {surrogate_id}")
     T = x.shape[0]
-    assert u_seq is None or u_seq.shape == x.shape, (tuple(u_seq.shape), tuple(x.shape))
+    if u_seq is not None and u_seq.shape != x.shape:
+        raise ValueError(
+            f"u_seq must have the input's shape {tuple(x.shape)}, got {tuple(u_seq.shape)}"
+        )
     cdt = _compute_dtype(x.dtype)
     dev = x.device
     params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset)
@@ -939,7 +968,7 @@ def glif_bwd(
     step_shape, shape3, cs4 = _shapes(x.shape, channel_dim, channelwise)
     outer, C, inner = shape3
     sp = _param_strides(kernel_params, C, channelwise)
-    sk = _conduct_strides(conduct, C, t0 + T)
+    sk = _conduct_strides(conduct, C, t0, t0 + T)
 
     x4, xs4 = _seq4(x, shape3, cs4)
     recompute = u_seq is None
@@ -950,7 +979,10 @@ def glif_bwd(
     seq = [(None, (0, 0, 0, 0))] * 2  # grad_spike, grad_u_seq and their strides
     for i, (name, t) in enumerate((("grad_spike", grad_spike), ("grad_u_seq", grad_u_seq))):
         if t is not None:
-            assert t.shape == x.shape, (name, tuple(t.shape), tuple(x.shape))
+            if t.shape != x.shape:
+                raise ValueError(
+                    f"{name} must have the input's shape {tuple(x.shape)}, got {tuple(t.shape)}"
+                )
             seq[i] = _seq4(t, shape3, cs4)
     (gs4, sgs), (gu4, sgu) = seq
     v3, sv = _state3(v0, shape3, step_shape, "v0")

@@ -239,8 +239,8 @@ def _bwd_impl(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq
     params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
     if impl == "triton":
         # two launches; every gradient is a tensor of its own (outputs may not alias). A
-        # membrane stream not stored (None, or the op's placeholder) is recomputed.
-        stored = u_seq if u_seq is not None and u_seq.shape == x.shape else None
+        # membrane stream not stored (None, or the op's empty placeholder) is recomputed.
+        stored = u_seq if u_seq is not None and u_seq.numel() > 0 else None
         out = _kernels().glif_bwd(
             grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, stored, *params,
             t0=t0, channel_dim=channel_dim, gate_mode=gate_mode, surrogate_id=surrogate_id,

@@ -75,11 +75,74 @@ def _channel_sum(t: Tensor, cd: int, layerwise: bool) -> Tensor:
     return t.sum(dims) if dims else t.clone()  # callers reuse t as scratch
 
 
+_PARAM_NAMES = ("alpha", "beta", "gamma", "tau", "v_threshold", "linear_decay", "v_subreset")
+
+
+def _shape(t: Tensor) -> tuple[int, ...]:
+    return tuple(t.shape)
+
+
+def check_op_args(x, v0, s0, params, conduct, t0, channel_dim, gate_mode,
+                  like_x=(), like_step=()) -> None:  # fmt: skip
+    """Raise ValueError, saying what was expected and what came, unless the raw op
+    arguments fit ``x`` ``[T, *step]``: the seven ``params`` ``[C]`` or ``[]`` (tau's
+    shape; the gates may be None in coarse mode), ``conduct`` ``[T_rows, C]`` or
+    ``[T_rows]`` with rows ``t0 … t0 + T - 1``, ``v0``/``s0`` and the named tensors of
+    ``like_step`` one step's shape (None: absent), those of ``like_x`` ``x``'s shape. The
+    op is public (``torch.ops.sj_glif``): this path would otherwise broadcast a wrong
+    shape silently."""
+    if x.dim() < 2:
+        raise ValueError(f"x must be [T, *step_shape], got shape {_shape(x)}")
+    nd = x.dim() - 1
+    if not -nd <= channel_dim < nd:
+        raise ValueError(
+            f"channel_dim {channel_dim} is out of range for a step of shape {_shape(x)[1:]}"
+        )
+    if gate_mode not in (0, 1, 2):
+        raise ValueError(f"gate_mode must be 0 (soft), 1 (hard) or 2 (coarse), got {gate_mode}")
+    tau = params[3]
+    if tau.dim() > 1:
+        raise ValueError(f"tau must be [C] or [] (layer-wise), got shape {_shape(tau)}")
+    for name, p in zip(_PARAM_NAMES, params, strict=True):
+        if p is None:
+            if name in ("alpha", "beta", "gamma") and gate_mode == 2:
+                continue
+            raise ValueError(f"parameter {name} is required for gate_mode {gate_mode}")
+        if p.shape != tau.shape:
+            raise ValueError(
+                f"parameter {name} must have tau's shape {_shape(tau)}, got {_shape(p)}"
+            )
+    step = x.shape[1:]
+    if tau.dim() == 1:
+        C, cd = tau.shape[0], channel_dim % nd
+        if step[cd] != C:
+            raise ValueError(
+                f"the parameters have {C} channels but x of shape {_shape(x)} has "
+                f"{step[cd]} at channel_dim {channel_dim} of its step"
+            )
+        if conduct.dim() != 2 or conduct.shape[1] != C:
+            raise ValueError(f"conduct must be [T_rows, {C}], got shape {_shape(conduct)}")
+    elif conduct.dim() != 1:
+        raise ValueError(f"conduct must be [T_rows] (layer-wise), got shape {_shape(conduct)}")
+    T = x.shape[0]
+    if t0 < 0 or t0 + T > conduct.shape[0]:
+        raise ValueError(f"conduct has {conduct.shape[0]} rows, steps {t0}..{t0 + T - 1} requested")
+    for name, t in (("v0", v0), ("s0", s0), *like_step):
+        if t is not None and t.shape != step:
+            raise ValueError(f"{name} must have one step's shape {_shape(x)[1:]}, got {_shape(t)}")
+    for name, t in like_x:
+        if t is not None and t.shape != x.shape:
+            raise ValueError(f"{name} must have the input's shape {_shape(x)}, got {_shape(t)}")
+
+
 def torch_fwd(x, v0, s0, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,
                conduct, t0, channel_dim, gate_mode, store_u, spikes=True):  # fmt: skip
     """``(spike_seq, v_last, s_last, u_seq)``; ``v0``/``s0`` None are a zero state (its
     terms are skipped at step 0, no zero tensor is made); ``u_seq`` is None without
     ``store_u``, and ``spike_seq`` None without ``spikes`` (the backward's recompute)."""
+    if spikes:  # (the backward's recompute: checked there)
+        check_op_args(x, v0, s0, (alpha, beta, gamma, tau, v_threshold, linear_decay,
+                                  v_subreset), conduct, t0, channel_dim, gate_mode)  # fmt: skip
     # Per step, in place into preallocated step buffers: on the CPU a fresh step-sized
     # tensor per op costs more than the arithmetic (allocator page faults).
     # u = D (1 - Gh s) v - R s + K_t x_t - L
@@ -140,8 +203,16 @@ def torch_bwd(grad_spike, grad_v_last, grad_s_last, grad_u_seq, x, v0, s0, u_seq
     """The 11 input gradients (see :mod:`sj_glif.ops`); ``v0``/``s0`` None are a zero
     state, ``grad_spike`` (like the other incoming gradients) None is zero, ``u_seq``
     None or empty is recomputed from ``x``."""
+    stored = u_seq is not None and u_seq.numel() > 0
+    check_op_args(
+        x, v0, s0, (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset), conduct,
+        t0, channel_dim, gate_mode,
+        like_x=(("grad_spike", grad_spike), ("grad_u_seq", grad_u_seq),
+                ("u_seq", u_seq if stored else None)),
+        like_step=(("grad_v_last", grad_v_last), ("grad_s_last", grad_s_last)),
+    )  # fmt: skip
     T, nd, cdt = x.shape[0], x.dim() - 1, compute_dtype(x.dtype)
-    if u_seq is None or u_seq.numel() == 0:  # the torch path keeps no membrane: recompute it
+    if not stored:  # the torch path keeps no membrane: recompute it
         params = (alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset, conduct)
         u_seq = torch_fwd(x, v0, s0, *params, t0, channel_dim, gate_mode, True, False)[3]
     layerwise = tau.dim() == 0

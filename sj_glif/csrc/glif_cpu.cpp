@@ -39,6 +39,7 @@
 #include <cstdint>
 #include <cstring>
 #include <optional>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -214,7 +215,7 @@ std::vector<double> to_vec(const std::optional<Tensor>& p, int64_t C) {
   std::vector<double> out(C, 0.0);
   if (!p.has_value()) return out;
   Tensor t = p->detach().to(at::kDouble).contiguous().reshape({-1});
-  TORCH_CHECK(t.numel() == C, "sj_glif_cpu: a parameter has ", t.numel(), " values, expected ", C);
+  TORCH_CHECK_VALUE(t.numel() == C, "sj_glif_cpu: a parameter has ", t.numel(), " values, expected ", C);
   std::memcpy(out.data(), t.data_ptr<double>(), sizeof(double) * C);
   return out;
 }
@@ -232,7 +233,7 @@ Raw read_raw(const std::optional<Tensor>& alpha, const std::optional<Tensor>& be
   r.vth = to_vec(vth, r.C);
   r.vl = to_vec(vl, r.C);
   r.vr = to_vec(vr, r.C);
-  TORCH_CHECK(t0 >= 0 && t0 + T <= conduct.size(0), "sj_glif_cpu: conduct has ",
+  TORCH_CHECK_VALUE(t0 >= 0 && t0 + T <= conduct.size(0), "sj_glif_cpu: conduct has ",
               conduct.size(0), " rows, steps ", t0, "..", t0 + T - 1, " requested");
   r.k = to_vec(conduct.detach().narrow(0, t0, T), T * r.C);
   return r;
@@ -335,9 +336,12 @@ constexpr int kBwdLanes = SJ_GLIF_BWD_VECS * kVecBytes / int(sizeof(acc_t));
 //
 // Also measured there and not kept: two or four SIMD vectors per backward block (spills,
 // up to 2x slower), staging each tile's rows through contiguous copies (slower),
-// non-temporal stores of dx and spikes (no gain). At [8, 32, 128, 32, 32] one backward
-// thread moves about 10 GB/s while the forward moves about 25 GB/s; the backward is
-// about 5x slower per element than on cache-resident data, i.e. bound by memory access.
+// non-temporal stores of dx and spikes (no gain), recomputing a whole tile (or groups of
+// four vectors) ahead of the reverse blocks so that the forward recurrence's latency is
+// hidden (slower: 1.6-2.3 vs 1.5-1.6 ns per element). The backward costs about the same
+// per element on an L3-resident input as at [8, 32, 128, 32, 32] (1.5 vs 1.6 ns, one
+// Zen 4 thread, sigmoid): it is bound by its ~50 vector operations per SIMD step, not by
+// memory access.
 #ifndef SJ_GLIF_PREFETCH_BYTES
 #define SJ_GLIF_PREFETCH_BYTES 256
 #endif
@@ -654,10 +658,66 @@ at::ScalarType compute_type(const Tensor& x) {
 
 int64_t norm_channel_dim(const Tensor& x, int64_t channel_dim) {
   const int64_t nd = x.dim() - 1;
-  TORCH_CHECK(nd >= 1, "sj_glif_cpu: x must be [T, *step], got ", x.sizes());
-  TORCH_CHECK(-nd <= channel_dim && channel_dim < nd, "sj_glif_cpu: channel_dim ", channel_dim,
+  TORCH_CHECK_VALUE(nd >= 1, "sj_glif_cpu: x must be [T, *step], got ", x.sizes());
+  TORCH_CHECK_VALUE(-nd <= channel_dim && channel_dim < nd, "sj_glif_cpu: channel_dim ", channel_dim,
               " out of range for a step of ", nd, " dims");
   return channel_dim < 0 ? channel_dim + nd : channel_dim;
+}
+
+// The op is public (torch.ops.sj_glif_cpu, and torch.ops.sj_glif with impl="cpp"): every
+// shape the kernels index by is checked here, with what was expected and what came, before
+// anything is read or allocated (a mismatch would otherwise read or write out of bounds).
+void check_shapes(const Tensor& x, int64_t cd, const std::optional<Tensor>& alpha,
+                  const std::optional<Tensor>& beta, const std::optional<Tensor>& gamma,
+                  const Tensor& tau, const Tensor& v_threshold, const Tensor& linear_decay,
+                  const Tensor& v_subreset, const Tensor& conduct, int64_t gate_mode,
+                  const std::optional<Tensor>& v0, const std::optional<Tensor>& s0) {
+  TORCH_CHECK_VALUE(gate_mode >= 0 && gate_mode <= 2, "sj_glif_cpu: gate_mode must be 0 (soft), ",
+              "1 (hard) or 2 (coarse), got ", gate_mode);
+  TORCH_CHECK_VALUE(tau.dim() <= 1, "sj_glif_cpu: tau must be [C] (channel-wise) or [] (layer-wise), ",
+              "got shape ", tau.sizes());
+  const bool layerwise = tau.dim() == 0;
+  const int64_t C = layerwise ? 1 : tau.size(0);
+  TORCH_CHECK_VALUE(layerwise || x.size(1 + cd) == C, "sj_glif_cpu: the parameters have ", C,
+              " channels but x of shape ", x.sizes(), " has ", x.size(1 + cd),
+              " at channel_dim ", cd, " of its step");
+  const char* names[7] = {"alpha", "beta", "gamma", "tau", "v_threshold", "linear_decay",
+                          "v_subreset"};
+  const std::optional<Tensor> ps[7] = {alpha, beta, gamma, tau, v_threshold, linear_decay,
+                                       v_subreset};
+  for (int i = 0; i < 7; ++i) {
+    if (!ps[i].has_value() || !ps[i]->defined()) {
+      TORCH_CHECK_VALUE(i < 3 && gate_mode == 2, "sj_glif_cpu: parameter ", names[i],
+                  " is required", i < 3 ? " unless gate_mode is 2 (coarse)" : "");
+      continue;
+    }
+    TORCH_CHECK_VALUE(ps[i]->sizes() == tau.sizes(), "sj_glif_cpu: parameter ", names[i],
+                " must have tau's shape ", tau.sizes(), ", got ", ps[i]->sizes());
+  }
+  TORCH_CHECK_VALUE(conduct.dim() == (layerwise ? 1 : 2) && (layerwise || conduct.size(1) == C),
+              "sj_glif_cpu: conduct must be ", layerwise ? "[T_rows]" : "[T_rows, C] with C = ",
+              layerwise ? "" : std::to_string(C), ", got shape ", conduct.sizes());
+  const auto step = x.sizes().slice(1);
+  const char* snames[2] = {"v0", "s0"};
+  const std::optional<Tensor>* st[2] = {&v0, &s0};
+  for (int i = 0; i < 2; ++i) {
+    if (st[i]->has_value() && (*st[i])->defined()) {
+      TORCH_CHECK_VALUE((*st[i])->sizes() == step, "sj_glif_cpu: ", snames[i],
+                  " must have one step's shape ", step, ", got ", (*st[i])->sizes());
+      TORCH_CHECK_VALUE((*st[i])->device().is_cpu(), "sj_glif_cpu: ", snames[i],
+                  " must be on the CPU, got ", (*st[i])->device());
+    }
+  }
+}
+
+// An incoming gradient or stored stream must have `want`'s shape (None / undefined: absent).
+void check_like(const std::optional<Tensor>& t, at::IntArrayRef want, const char* name,
+                const char* what) {
+  if (!t.has_value() || !t->defined()) return;
+  TORCH_CHECK_VALUE(t->sizes() == want, "sj_glif_cpu: ", name, " must have ", what, " ", want,
+              ", got ", t->sizes());
+  TORCH_CHECK_VALUE(t->device().is_cpu(), "sj_glif_cpu: ", name, " must be on the CPU, got ",
+              t->device());
 }
 
 Tensor opt_state(const std::optional<Tensor>& t, at::ScalarType cdt) {
@@ -697,8 +757,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> glif_fwd(
     const std::optional<Tensor>& gamma, const Tensor& tau, const Tensor& v_threshold,
     const Tensor& linear_decay, const Tensor& v_subreset, const Tensor& conduct, int64_t t0,
     int64_t channel_dim, int64_t gate_mode, bool store_u) {
-  TORCH_CHECK(x_in.device().is_cpu(), "sj_glif_cpu: x must be on the CPU, got ", x_in.device());
+  TORCH_CHECK_VALUE(x_in.device().is_cpu(), "sj_glif_cpu: x must be on the CPU, got ", x_in.device());
   const int64_t cd = norm_channel_dim(x_in, channel_dim);
+  check_shapes(x_in, cd, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,
+               conduct, gate_mode, v0_in, s0_in);
   const Tensor x = x_in.contiguous();  // the one copy, for a non-contiguous input
   const auto cdt = compute_type(x);
   const int64_t T = x.size(0);
@@ -774,7 +836,7 @@ BwdTileFn<scalar_t, acc_t, VEC> pick_bwd(int64_t sid) {
     case 5: return bwd_tile<scalar_t, acc_t, VEC, 5>;
     case 6: return bwd_tile<scalar_t, acc_t, VEC, 6>;
     case 7: return bwd_tile<scalar_t, acc_t, VEC, 7>;
-    default: TORCH_CHECK(false, "sj_glif_cpu: unknown surrogate id ", sid, " (expected 0..7)");
+    default: TORCH_CHECK_VALUE(false, "sj_glif_cpu: unknown surrogate id ", sid, " (expected 0..7)");
   }
   return nullptr;
 }
@@ -840,8 +902,17 @@ std::vector<Tensor> glif_bwd(
     const Tensor& linear_decay, const Tensor& v_subreset, const Tensor& conduct, int64_t t0,
     int64_t channel_dim, int64_t gate_mode, int64_t surrogate_id, double sg_alpha,
     bool detach_reset) {
-  TORCH_CHECK(x_in.device().is_cpu(), "sj_glif_cpu: x must be on the CPU, got ", x_in.device());
+  TORCH_CHECK_VALUE(x_in.device().is_cpu(), "sj_glif_cpu: x must be on the CPU, got ", x_in.device());
   const int64_t cd = norm_channel_dim(x_in, channel_dim);
+  check_shapes(x_in, cd, alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset,
+               conduct, gate_mode, v0_in, s0_in);
+  check_like(grad_spike_in, x_in.sizes(), "grad_spike", "the input's shape");
+  check_like(grad_u_seq_in, x_in.sizes(), "grad_u_seq", "the input's shape");
+  check_like(grad_v_last_in, x_in.sizes().slice(1), "grad_v_last", "one step's shape");
+  check_like(grad_s_last_in, x_in.sizes().slice(1), "grad_s_last", "one step's shape");
+  TORCH_CHECK_VALUE(u_seq_in.numel() == 0 || u_seq_in.sizes() == x_in.sizes(),
+              "sj_glif_cpu: u_seq must be empty (recompute) or have the input's shape ",
+              x_in.sizes(), ", got ", u_seq_in.sizes());
   const Tensor x = x_in.contiguous();
   const auto cdt = compute_type(x);
   const int64_t T = x.size(0);
