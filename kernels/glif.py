@@ -753,7 +753,14 @@ def _conduct_strides(conduct: torch.Tensor, C: int, t0: int, t_end: int) -> tupl
     return conduct.stride(0), conduct.stride(1)
 
 
+_FLOAT_DTYPES = frozenset((torch.float16, torch.bfloat16, torch.float32, torch.float64))
+
+
 def _check_call(x: torch.Tensor, gate_mode: int) -> None:
+    if x.dtype not in _FLOAT_DTYPES:
+        raise ValueError(
+            f"x must be a floating tensor (float16, bfloat16, float32, float64), got {x.dtype}"
+        )
     if x.dim() < 2:
         raise ValueError(f"x must be [T, *step_shape], got shape {tuple(x.shape)}")
     if gate_mode not in (0, 1, 2):

@@ -75,6 +75,7 @@ def _channel_sum(t: Tensor, cd: int, layerwise: bool) -> Tensor:
     return t.sum(dims) if dims else t.clone()  # callers reuse t as scratch
 
 
+_FLOAT_DTYPES = frozenset((torch.float16, torch.bfloat16, torch.float32, torch.float64))
 _PARAM_NAMES = ("alpha", "beta", "gamma", "tau", "v_threshold", "linear_decay", "v_subreset")
 
 
@@ -91,6 +92,10 @@ def check_op_args(x, v0, s0, params, conduct, t0, channel_dim, gate_mode,
     ``like_step`` one step's shape (None: absent), those of ``like_x`` ``x``'s shape. The
     op is public (``torch.ops.sj_glif``): this path would otherwise broadcast a wrong
     shape silently."""
+    if x.dtype not in _FLOAT_DTYPES:
+        raise ValueError(
+            f"x must be a floating tensor (float16, bfloat16, float32, float64), got {x.dtype}"
+        )
     if x.dim() < 2:
         raise ValueError(f"x must be [T, *step_shape], got shape {_shape(x)}")
     nd = x.dim() - 1

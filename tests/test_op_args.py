@@ -74,6 +74,9 @@ FWD_CASES = [
     ("s0 of a channel's shape", dict(s0=torch.zeros(C)), ["s0", str(W)]),
     ("channel_dim out of range", dict(channel_dim=4), ["channel_dim", "4"]),
     ("channel_dim below range", dict(channel_dim=-5), ["channel_dim", "-5"]),
+    ("integer input", dict(x=torch.ones(X_SHAPE, dtype=torch.int64)), ["floating"]),
+    ("bool input", dict(x=torch.ones(X_SHAPE, dtype=torch.bool)), ["floating"]),
+    ("complex input", dict(x=torch.ones(X_SHAPE, dtype=torch.complex64)), ["floating"]),
 ]
 
 

@@ -672,6 +672,10 @@ void check_shapes(const Tensor& x, int64_t cd, const std::optional<Tensor>& alph
                   const Tensor& tau, const Tensor& v_threshold, const Tensor& linear_decay,
                   const Tensor& v_subreset, const Tensor& conduct, int64_t gate_mode,
                   const std::optional<Tensor>& v0, const std::optional<Tensor>& s0) {
+  const auto xt = x.scalar_type();
+  TORCH_CHECK_VALUE(xt == at::kHalf || xt == at::kBFloat16 || xt == at::kFloat || xt == at::kDouble,
+                    "sj_glif_cpu: x must be a floating tensor (float16, bfloat16, float32, ",
+                    "float64), got ", xt);
   TORCH_CHECK_VALUE(gate_mode >= 0 && gate_mode <= 2, "sj_glif_cpu: gate_mode must be 0 (soft), ",
               "1 (hard) or 2 (coarse), got ", gate_mode);
   TORCH_CHECK_VALUE(tau.dim() <= 1, "sj_glif_cpu: tau must be [C] (channel-wise) or [] (layer-wise), ",
