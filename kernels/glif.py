@@ -741,7 +741,7 @@ def _param_strides(params: tuple[torch.Tensor, ...], C: int, channelwise: bool) 
 
 
 def _conduct_strides(conduct: torch.Tensor, C: int, t0: int, t_end: int) -> tuple[int, int]:
-    if conduct.dim() not in (1, 2) or conduct.shape[0] < t_end or t_end <= t0:
+    if conduct.dim() not in (1, 2) or t0 < 0 or conduct.shape[0] < t_end:
         raise ValueError(
             f"conduct must be [T_rows, C] or [T_rows] with rows {t0}..{t_end - 1}, "
             f"got shape {tuple(conduct.shape)}"

@@ -69,6 +69,7 @@ FWD_CASES = [
     ("one parameter of another length", dict(params=_with(3, torch.zeros(C + 2))), ["5"]),
     ("conduct with too few rows", dict(params=_params(rows=T - 1)), ["conduct", "3"]),
     ("t0 past the conduct rows", dict(t0=2), ["conduct", "2..5"]),
+    ("negative t0", dict(t0=-1), ["conduct", "-1..2"]),
     ("conduct of other channels", dict(params=_with(7, torch.zeros(T, C + 1))), ["conduct"]),
     ("v0 of another step shape", dict(v0=torch.zeros(B, C, H, W + 1)), ["v0", "6"]),
     ("s0 of a channel's shape", dict(s0=torch.zeros(C)), ["s0", str(W)]),
