@@ -767,6 +767,16 @@ def _check_call(x: torch.Tensor, gate_mode: int) -> None:
         raise ValueError(f"gate_mode must be 0 (soft), 1 (hard) or 2 (coarse), got {gate_mode}")
 
 
+def _check_steps(x: torch.Tensor, named: tuple) -> None:
+    """Step-shaped tensors (None: absent) of an input without elements, which no kernel
+    reads: checked here, so that none is returned or copied with another shape."""
+    for name, t in named:
+        if t is not None and t.shape != x.shape[1:]:
+            raise ValueError(
+                f"{name} must have one step's shape {tuple(x.shape[1:])}, got {tuple(t.shape)}"
+            )
+
+
 def _is_channelwise(*params: torch.Tensor) -> bool:
     return any(p.dim() > 0 for p in params)
 
@@ -858,6 +868,7 @@ def glif_fwd(
     spike = _empty_as(x)
     u_seq = _empty(x.shape, dtype=cdt, device=dev) if store_u else None
     if T == 0 or x.numel() == 0:  # no step: the state is unchanged
+        _check_steps(x, (("v0", v0), ("s0", s0)))
         state = [
             torch.zeros(x.shape[1:], dtype=cdt, device=dev) if t is None else t.to(cdt, copy=True)
             for t in (v0, s0)
@@ -961,6 +972,8 @@ def glif_bwd(
     dv0 = None if v0 is None else _empty(x.shape[1:], dtype=cdt, device=dev)
     ds0 = None if s0 is None else _empty(x.shape[1:], dtype=cdt, device=dev)
     if T == 0 or x.numel() == 0:  # no step: v_last is v0 and s_last is s0
+        _check_steps(x, (("v0", v0), ("s0", s0), ("grad_v_last", grad_v_last),
+                         ("grad_s_last", grad_s_last)))  # fmt: skip
         for g in (dx, *grads):
             g.zero_()
         for d, g in ((dv0, grad_v_last), (ds0, grad_s_last)):

@@ -149,3 +149,20 @@ def test_extension_op_checks_its_own_arguments():
     with pytest.raises(ValueError, match="grad_spike"):
         lib.bwd(x[:1], None, None, None, x, None, None, x.new_empty(0), *_params(), 0, 1, 0, 0,
                 4.0, False)  # fmt: skip
+
+
+@pytest.mark.parametrize("impl", _impls())
+def test_input_without_elements_checks_its_state(impl):
+    """A batch of zero rows runs no kernel but still refuses a state or gradient of
+    another shape (it would come back, or be copied, as v_last / dv0)."""
+    x = torch.zeros(T, 0, C)
+    p = _params()
+    with pytest.raises(ValueError, match="v0 must have one step's shape"):
+        torch.ops.sj_glif.glif_fwd(x, torch.zeros(C), None, *p, 0, 1, *FLAGS, False, impl)
+    with pytest.raises(ValueError, match="grad_v_last must have one step's shape"):
+        torch.ops.sj_glif.glif_bwd(
+            None, torch.zeros(C), None, None, x, torch.zeros(0, C), None, x.new_empty(0), *p,
+            0, 1, *FLAGS, impl,
+        )  # fmt: skip
+    out = torch.ops.sj_glif.glif_fwd(x, torch.zeros(0, C), None, *p, 0, 1, *FLAGS, False, impl)
+    assert out[0].shape == x.shape and out[1].shape == (0, C)
