@@ -66,11 +66,9 @@ constexpr int64_t kMinInner = 16;         // below this, channel-varying ("vecto
 constexpr int kSums = 5;  // per-channel sums: theta, u_prev, u_prev s_prev, u, s_prev
 constexpr int kTh = 0, kUp = 1, kUps = 2, kU = 3, kUs = 4;
 
-// exp(x) for x <= 0 (or NaN) in plain float arithmetic, so that GCC vectorises it
-// (Cephes expf, ~1 ulp). Below -87 the result is clamped to exp(-87) (~1.6e-38, no
-// denormals); a NaN propagates (the comparison is false for it).
-inline __attribute__((always_inline)) float vexp_neg(float x) {
-  x = x < -87.0f ? -87.0f : x;
+// exp for float in plain arithmetic so that GCC vectorises it (Cephes expf, ~1 ulp), for
+// x already clamped to [-87, 88] (or NaN, which propagates).
+inline __attribute__((always_inline)) float vexp_clamped(float x) {
   const float n = std::floor(x * 1.44269504088896341f + 0.5f);
   float r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
@@ -88,31 +86,20 @@ inline __attribute__((always_inline)) float vexp_neg(float x) {
   std::memcpy(&scale, &bits, sizeof(scale));
   return y * scale;
 }
-inline __attribute__((always_inline)) double vexp_neg(double x) { return std::exp(x); }
 
-// exp for float in plain arithmetic so that GCC vectorises it (Cephes expf, ~1 ulp).
-// NaN propagates; |x| is clamped to the finite range.
+// exp(x), |x| clamped to the finite range; a NaN stays NaN.
 inline __attribute__((always_inline)) float vexp(float x) {
-  x = std::min(x, 88.0f);   // (88 < x ? 88 : x): a NaN stays NaN
-  x = std::max(x, -87.0f);
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
-  float r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float y = p * r * r + r + 1.0f;
-  // 2^n by the exponent bits; a NaN n converts to INT_MIN, and the unsigned arithmetic
-  // below is defined for it (y is NaN then, and so is the result)
-  const uint32_t bits = (static_cast<uint32_t>(static_cast<int32_t>(n)) + 127u) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return y * scale;
+  x = std::min(x, 88.0f);  // (88 < x ? 88 : x): a NaN stays NaN
+  return vexp_clamped(std::max(x, -87.0f));
 }
 inline __attribute__((always_inline)) double vexp(double x) { return std::exp(x); }
+
+// exp(x) for x <= 0 (or NaN): one NaN-preserving lower clamp instead of vexp's two
+// (below -87 the result is exp(-87), ~1.6e-38: no denormals).
+inline __attribute__((always_inline)) float vexp_neg(float x) {
+  return vexp_clamped(x < -87.0f ? -87.0f : x);
+}
+inline __attribute__((always_inline)) double vexp_neg(double x) { return std::exp(x); }
 
 // sg(z): the surrogate derivative, same formulas as sj_glif/surrogates.py.
 template <int SID, typename F>
