@@ -308,8 +308,14 @@ constexpr int kVecBytes = 32;
 #ifndef SJ_GLIF_BWD_VECS
 #define SJ_GLIF_BWD_VECS 1
 #endif
-template <typename acc_t>
-constexpr int kFwdLanes = SJ_GLIF_FWD_VECS * kVecBytes / int(sizeof(acc_t));
+template <typename acc_t, int NV = SJ_GLIF_FWD_VECS>
+constexpr int kFwdLanes = NV * kVecBytes / int(sizeof(acc_t));
+// From this many steps the forward walks blocks of kFwdVecsLong vectors: its block then
+// reads and writes 2 T rows, and longer runs per row kept the rows streaming (measured at
+// T = 32 on Zen 4: 4 vectors 0.65 vs 0.85 ns per element; at T = 8, 2 vectors were 5-10 %
+// faster).
+constexpr int64_t kLongT = 16;
+constexpr int kFwdVecsLong = 4;
 template <typename acc_t>
 constexpr int kBwdLanes = SJ_GLIF_BWD_VECS * kVecBytes / int(sizeof(acc_t));
 
@@ -325,10 +331,15 @@ constexpr int kBwdLanes = SJ_GLIF_BWD_VECS * kVecBytes / int(sizeof(acc_t));
 // up to 2x slower), staging each tile's rows through contiguous copies (slower),
 // non-temporal stores of dx and spikes (no gain), recomputing a whole tile (or groups of
 // four vectors) ahead of the reverse blocks so that the forward recurrence's latency is
-// hidden (slower: 1.6-2.3 vs 1.5-1.6 ns per element). The backward costs about the same
-// per element on an L3-resident input as at [8, 32, 128, 32, 32] (1.5 vs 1.6 ns, one
-// Zen 4 thread, sigmoid): it is bound by its ~50 vector operations per SIMD step, not by
-// memory access.
+// hidden (slower: 1.6-2.3 vs 1.5-1.6 ns per element), recomputing the next block inside
+// each block's reverse loop (software pipelining; slower, 1.3-1.7 vs 1.0 ns with rect),
+// evaluating the surrogate in the recompute sweep into scratch (5-10 % slower), and a
+// step-major forward (the tile's state in L1, each step a contiguous run; 15-20 % slower).
+// The backward costs about the same per element on an L2- or L3-resident input as at
+// [8, 32, 128, 32, 32], and dropping grad_spike's reads saves under 10 %: it is bound by
+// the core, not by memory: one Zen 4 thread runs about 1 instruction per cycle through
+// its ~80 per SIMD step (sampled: the stalls sit on the surrogate's divide and exp chain
+// and on the d recurrence).
 #ifndef SJ_GLIF_PREFETCH_BYTES
 #define SJ_GLIF_PREFETCH_BYTES 256
 #endif
@@ -343,40 +354,52 @@ inline __attribute__((always_inline)) void prefetch_row(const T* p) {
 
 // The membrane recurrence, shared by the forward and the backward's recompute so that both
 // give the same u bit for bit:  u_t = a v + ((K x_t - L) - r),  with the carried
-// a = D - Gh D s_{t-1} and r = R s_{t-1}. After step 0 the spike is 0 or 1, so a and r
-// are selected from the spike test (`next_ar`): on the recurrence's critical path the
-// step costs a compare, a select and one multiply-add, not the four dependent
-// multiply-adds of the formula as written. The initial state s_0 may be any value (it can
-// carry a gradient) and enters linearly (`init_ar`).
+// a = D - Gh D s_{t-1} and r = R s_{t-1}. Every multiply-add is an explicit fma: left to
+// the compiler, contraction differed between the vectorised body and the scalar remainder
+// of a block (and so between the forward's and the backward's block widths), and a
+// stored u_seq then gave a backward different in the last bit from a recomputed one.
+//
+// Step 0 (`membrane`, with `init_ar`): the initial state s_0 may be any value (it can
+// carry a gradient) and enters linearly. After it the spike is 0 or 1, and
+// `membrane_next` computes both candidates from v, a = D, r = 0 (quiet) and
+// a = D - Gh D, r = R (fired), and the previous spike test selects one: the recurrence's
+// critical path is one multiply-add alongside the compare, then a select, instead of
+// compare -> select -> subtract -> multiply-add (measured on Zen 4: the forward 18-28 %
+// faster at [8, 32, 128, 32, 32] and channel-last, the backward 6-10 %).
 template <typename acc_t>
 inline __attribute__((always_inline)) acc_t membrane(acc_t v, acc_t a, acc_t r, acc_t K,
                                                      acc_t x, acc_t L) {
-  return a * v + ((K * x - L) - r);
+  return std::fma(a, v, std::fma(K, x, -L) - r);
 }
 template <typename acc_t>
 inline __attribute__((always_inline)) void init_ar(acc_t s0, acc_t D, acc_t GhD, acc_t R,
                                                    acc_t& a, acc_t& r) {
-  a = D - GhD * s0;
+  a = std::fma(-GhD, s0, D);
   r = R * s0;
 }
+// u_t after step 0, from v = u_{t-1} and its spike test: the same value as membrane() with
+// a and r selected by that spike.
 template <typename acc_t>
-inline __attribute__((always_inline)) void next_ar(bool spike, acc_t D, acc_t GhD, acc_t R,
-                                                   acc_t& a, acc_t& r) {
-  a = spike ? D - GhD : D;
-  r = spike ? R : acc_t(0);
+inline __attribute__((always_inline)) acc_t membrane_next(acc_t v, bool fired, acc_t D,
+                                                          acc_t GhD, acc_t R, acc_t K, acc_t x,
+                                                          acc_t L) {
+  const acc_t c = std::fma(K, x, -L);
+  const acc_t quiet = std::fma(D, v, c);          // c - 0 == c
+  const acc_t spiked = std::fma(D - GhD, v, c - R);
+  return fired ? spiked : quiet;
 }
 
 // n (<= kFwdLanes) neurons through T steps with the state in registers. Pointers are offset
 // to the block (coefficients too; read at [0] unless VEC); x, spk and u (nullable) have
 // step stride N; v0/s0 the initial state (a zero buffer when none is given).
-template <typename scalar_t, typename acc_t, bool VEC, bool STORE_U>
+template <typename scalar_t, typename acc_t, bool VEC, bool STORE_U, int NV>
 inline __attribute__((always_inline)) void fwd_block(
     const scalar_t* __restrict x, int64_t xs, int64_t T, int64_t N, const acc_t* __restrict D,
     const acc_t* __restrict GhD, const acc_t* __restrict L, const acc_t* __restrict R,
     const acc_t* __restrict TH, const acc_t* __restrict Kb, int64_t P,
     const acc_t* __restrict v0, const acc_t* __restrict s0, scalar_t* __restrict spk,
     int64_t ss, acc_t* __restrict u, acc_t* __restrict vlast, acc_t* __restrict slast, const int n) {
-  constexpr int W = kFwdLanes<acc_t>;
+  constexpr int W = kFwdLanes<acc_t, NV>;
   acc_t v[W], av[W], rv[W];
   for (int w = 0; w < n; ++w) {
     v[w] = v0[w];
@@ -387,14 +410,23 @@ inline __attribute__((always_inline)) void fwd_block(
     const acc_t* __restrict K = Kb + t * P;
     scalar_t* __restrict st = spk + t * ss;
     acc_t* __restrict ut = STORE_U ? u + t * N : nullptr;
+    if (t == 0) {
 #pragma omp simd
-    for (int w = 0; w < n; ++w) {
-      const acc_t un = membrane(v[w], av[w], rv[w], CO(K, w), acc_t(xt[w]), CO(L, w));
-      const bool spike = un >= CO(TH, w);
-      next_ar(spike, CO(D, w), CO(GhD, w), CO(R, w), av[w], rv[w]);
-      v[w] = un;
-      st[w] = scalar_t(spike ? acc_t(1) : acc_t(0));
-      if constexpr (STORE_U) ut[w] = un;
+      for (int w = 0; w < n; ++w) {
+        const acc_t un = membrane(v[w], av[w], rv[w], CO(K, w), acc_t(xt[w]), CO(L, w));
+        v[w] = un;
+        st[w] = scalar_t(un >= CO(TH, w) ? acc_t(1) : acc_t(0));
+        if constexpr (STORE_U) ut[w] = un;
+      }
+    } else {
+#pragma omp simd
+      for (int w = 0; w < n; ++w) {
+        const acc_t un = membrane_next(v[w], v[w] >= CO(TH, w), CO(D, w), CO(GhD, w),
+                                       CO(R, w), CO(K, w), acc_t(xt[w]), CO(L, w));
+        v[w] = un;
+        st[w] = scalar_t(un >= CO(TH, w) ? acc_t(1) : acc_t(0));
+        if constexpr (STORE_U) ut[w] = un;
+      }
     }
   }
   // the last spike, as in the loop (T >= 1: blocks run only for a non-empty input)
@@ -405,17 +437,17 @@ inline __attribute__((always_inline)) void fwd_block(
 }
 
 // One tile (len neurons, pointers offset to it) through T steps, in register blocks.
-template <typename scalar_t, typename acc_t, bool VEC, bool STORE_U>
+template <typename scalar_t, typename acc_t, bool VEC, bool STORE_U, int NV>
 void fwd_tile(const scalar_t* x, int64_t xs, int64_t T, int64_t N, int64_t len,
               const Tables<acc_t>& tb, int64_t cpos, const acc_t* v0, const acc_t* s0,
               scalar_t* spk, int64_t ss, acc_t* u, acc_t* vlast, acc_t* slast) {
-  constexpr int W = kFwdLanes<acc_t>;
+  constexpr int W = kFwdLanes<acc_t, NV>;
   const int64_t P = tb.D.size();
   for (int64_t j = 0; j < len; j += W) {
     const int n = int(std::min<int64_t>(W, len - j));
     const int64_t c = VEC ? cpos + j : cpos;
 #define SJ_GLIF_BLOCK(count)                                                                   \
-  fwd_block<scalar_t, acc_t, VEC, STORE_U>(                                                    \
+  fwd_block<scalar_t, acc_t, VEC, STORE_U, NV>(                                                \
       x + j, xs, T, N, tb.D.data() + c, tb.GhD.data() + c, tb.L.data() + c, tb.R.data() + c,  \
       tb.th.data() + c, tb.K.data() + c, P, v0 + j, s0 + j,                                   \
       spk + j, ss, STORE_U ? u + j : nullptr, vlast + j, slast + j, count)
@@ -460,6 +492,7 @@ inline __attribute__((always_inline)) void bwd_block(
   acc_t* __restrict U = scratch;                    // [T + 1, W]
   acc_t* __restrict S = scratch + (T + 1) * W;      // [T + 1, W]
   acc_t* __restrict X = scratch + 2 * (T + 1) * W;  // [T, W]
+#pragma omp simd
   for (int w = 0; w < n; ++w) U[w] = v0[w], S[w] = s0[w];
   if (useq) {
     for (int64_t t = 0; t < T; ++t) {
@@ -488,16 +521,27 @@ inline __attribute__((always_inline)) void bwd_block(
       acc_t* __restrict sn = S + (t + 1) * W;
       acc_t* __restrict xn = X + t * W;
       prefetch_row<W * sizeof(scalar_t), false>(xt);
+      if (t == 0) {
 #pragma omp simd
-      for (int w = 0; w < n; ++w) {
-        const acc_t xv = acc_t(xt[w]);
-        xn[w] = xv;
-        const acc_t u = membrane(v[w], av[w], rv[w], CO(K, w), xv, CO(L, w));
-        const bool spike = u >= CO(TH, w);
-        next_ar(spike, CO(D, w), CO(GhD, w), CO(R, w), av[w], rv[w]);
-        v[w] = u;
-        un[w] = u;
-        sn[w] = spike ? acc_t(1) : acc_t(0);
+        for (int w = 0; w < n; ++w) {
+          const acc_t xv = acc_t(xt[w]);
+          xn[w] = xv;
+          const acc_t u = membrane(v[w], av[w], rv[w], CO(K, w), xv, CO(L, w));
+          v[w] = u;
+          un[w] = u;
+          sn[w] = u >= CO(TH, w) ? acc_t(1) : acc_t(0);
+        }
+      } else {
+#pragma omp simd
+        for (int w = 0; w < n; ++w) {
+          const acc_t xv = acc_t(xt[w]);
+          xn[w] = xv;
+          const acc_t u = membrane_next(v[w], v[w] >= CO(TH, w), CO(D, w), CO(GhD, w),
+                                        CO(R, w), CO(K, w), xv, CO(L, w));
+          v[w] = u;
+          un[w] = u;
+          sn[w] = u >= CO(TH, w) ? acc_t(1) : acc_t(0);
+        }
       }
     }
   }
@@ -782,11 +826,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> glif_fwd(
     // the kernels are compiled for the compute dtype only: a 16-bit input is converted per
     // tile (x in, spikes out) so that it runs exactly the float32 arithmetic
     constexpr bool kDirect = std::is_same_v<scalar_t, acc_t>;
-    using Fn = decltype(&fwd_tile<acc_t, acc_t, true, true>);
-    const Fn tile = l.vec ? (up ? fwd_tile<acc_t, acc_t, true, true>
-                                : fwd_tile<acc_t, acc_t, true, false>)
-                          : (up ? fwd_tile<acc_t, acc_t, false, true>
-                                : fwd_tile<acc_t, acc_t, false, false>);
+    using Fn = decltype(&fwd_tile<acc_t, acc_t, true, true, SJ_GLIF_FWD_VECS>);
+    const auto pick = [&](auto nv) -> Fn {
+      constexpr int NV = decltype(nv)::value;
+      return l.vec ? (up ? fwd_tile<acc_t, acc_t, true, true, NV>
+                         : fwd_tile<acc_t, acc_t, true, false, NV>)
+                   : (up ? fwd_tile<acc_t, acc_t, false, true, NV>
+                         : fwd_tile<acc_t, acc_t, false, false, NV>);
+    };
+    const Fn tile = T >= kLongT ? pick(std::integral_constant<int, kFwdVecsLong>{})
+                                : pick(std::integral_constant<int, SJ_GLIF_FWD_VECS>{});
     at::parallel_for(0, l.ntiles, grain, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> xb(kDirect ? 0 : T * l.cap), sb(kDirect ? 0 : T * l.cap);
       const std::vector<acc_t> zeros(l.cap, acc_t(0));  // the zero state, when none is given
