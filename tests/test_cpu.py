@@ -414,6 +414,29 @@ def test_stored_and_recomputed_membranes_give_the_same_backward(dtype, step, cha
                     assert torch.equal(o1, o2), (seed, sid, k, (o1 - o2).abs().max())
 
 
+@pytest.mark.parametrize(("step", "channel_dim"), [((4, 16, 128, 256), 1), ((8, 4096, 64), -1)])
+def test_streamed_large_output_equals_plain_stores(step, channel_dim):
+    """A spike output of 64 MiB or more is written with streaming stores (x86 with AVX):
+    bit for bit what two halves of the batch give through plain stores."""
+    T = 8
+    x, v0, s0 = make_inputs((T, *step), dtype=F32, seed=71)
+    assert x.numel() * x.element_size() >= 64 << 20  # the streamed path
+    p = list(make_params(step[channel_dim], T, dtype=F32, seed=72).values())
+    with torch.no_grad():
+        whole = cpu.cpp_fwd(x, v0, s0, *p, 0, channel_dim, 0, False)
+        halves = [
+            cpu.cpp_fwd(x[:, i::2].contiguous(), v0[i::2], s0[i::2], *p, 0, channel_dim, 0, False)
+            for i in (0, 1)
+        ]
+    assert halves[0][0].nbytes < 64 << 20  # plain stores
+    for k, whole_k in enumerate(whole[:3]):  # spikes [T, B, ...], v_last and s_last [B, ...]
+        joined = torch.empty_like(whole_k)
+        batch = (slice(None),) if k == 0 else ()
+        joined[(*batch, slice(0, None, 2))] = halves[0][k]
+        joined[(*batch, slice(1, None, 2))] = halves[1][k]
+        assert torch.equal(whole_k, joined), k
+
+
 # --------------------------------------------------------------------------- the module
 
 

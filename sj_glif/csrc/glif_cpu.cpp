@@ -44,6 +44,10 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__AVX512F__) || defined(__AVX__)
+#include <immintrin.h>
+#endif
+
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -329,7 +333,7 @@ constexpr int kBwdLanes = SJ_GLIF_BWD_VECS * kVecBytes / int(sizeof(acc_t));
 //
 // Also measured there and not kept: two or four SIMD vectors per backward block (spills,
 // up to 2x slower), staging each tile's rows through contiguous copies (slower),
-// non-temporal stores of dx and spikes (no gain), recomputing a whole tile (or groups of
+// non-temporal stores of dx (slower), recomputing a whole tile (or groups of
 // four vectors) ahead of the reverse blocks so that the forward recurrence's latency is
 // hidden (slower: 1.6-2.3 vs 1.5-1.6 ns per element), recomputing the next block inside
 // each block's reverse loop (software pipelining; slower, 1.3-1.7 vs 1.0 ns with rect),
@@ -350,6 +354,74 @@ inline __attribute__((always_inline)) void prefetch_row(const T* p) {
     const char* c = reinterpret_cast<const char*>(p) + kPrefetchBytes;
     for (int b = 0; b < BYTES; b += 64) __builtin_prefetch(c + b, WRITE ? 1 : 0, 3);
   }
+}
+
+// Non-temporal ("streaming") stores of the large outputs. A block writes a few cache lines
+// of each of its T rows; written through the cache, each line is first read from memory
+// (the store's read for ownership) and later evicted, so the outputs cost three passes of
+// memory traffic instead of one. A block's rows are written to a small aligned staging
+// buffer and then streamed out whole lines at a time (measured at 2 threads on the Zen 4
+// VM: the forward 26-33 % faster at [8, 32, 128, 32, 32] and channel-last, forward +
+// backward 2-11 %). The spikes only: streaming the backward's dx the same way made it
+// slower (it is bound by the core, and its blocks write one line per row). Only with AVX
+// (x86), for rows of whole cache lines at 64-byte-aligned addresses, and for outputs of at
+// least kStreamMinBytes; every other case keeps plain stores.
+#if defined(__AVX512F__) || defined(__AVX__)
+constexpr bool kStream = true;
+#else
+constexpr bool kStream = false;
+#endif
+
+// Whether rows of `bytes` bytes at p, p + stride, ... can be streamed.
+inline bool streamable(const void* p, int64_t stride_bytes, int64_t bytes) {
+  return kStream && bytes % 64 == 0 && reinterpret_cast<uintptr_t>(p) % 64 == 0 &&
+         stride_bytes % 64 == 0;
+}
+
+// rows x BYTES from a 64-byte-aligned packed buffer to dst (row stride ds_bytes), streamed.
+template <int BYTES>
+inline __attribute__((always_inline)) void stream_rows(const void* src, void* dst,
+                                                       int64_t ds_bytes, int64_t rows) {
+  static_assert(BYTES % 64 == 0, "whole cache lines");
+#if defined(__AVX512F__)
+  for (int64_t t = 0; t < rows; ++t) {
+    const char* s = static_cast<const char*>(src) + t * BYTES;
+    char* d = static_cast<char*>(dst) + t * ds_bytes;
+    for (int b = 0; b < BYTES; b += 64)
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(d + b),
+                          _mm512_load_si512(reinterpret_cast<const void*>(s + b)));
+  }
+#elif defined(__AVX__)
+  for (int64_t t = 0; t < rows; ++t) {
+    const char* s = static_cast<const char*>(src) + t * BYTES;
+    char* d = static_cast<char*>(dst) + t * ds_bytes;
+    for (int b = 0; b < BYTES; b += 32)
+      _mm256_stream_si256(reinterpret_cast<__m256i*>(d + b),
+                          _mm256_load_si256(reinterpret_cast<const __m256i*>(s + b)));
+  }
+#else
+  (void)src, (void)dst, (void)ds_bytes, (void)rows;
+#endif
+}
+
+// Outputs from this many bytes are streamed. A smaller output may still be in the last-level
+// cache when the next layer reads it, and streaming would send it to memory first. (The
+// C library's reported L3 size is no guide: on the Zen 4 VM it is the whole chip's 320 MB,
+// against 32 MB per core complex.)
+constexpr int64_t kStreamMinBytes = int64_t(64) << 20;
+
+// Streamed stores are weakly ordered: each thread fences them before its part of a
+// parallel region ends.
+inline void stream_fence() {
+#if defined(__AVX512F__) || defined(__AVX__)
+  _mm_sfence();
+#endif
+}
+
+// A 64-byte-aligned staging area inside buf (which has 64 bytes to spare).
+template <typename T>
+inline T* align64(T* buf) {
+  return reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(buf) + 63) & ~uintptr_t(63));
 }
 
 // The membrane recurrence, shared by the forward and the backward's recompute so that both
@@ -437,24 +509,34 @@ inline __attribute__((always_inline)) void fwd_block(
 }
 
 // One tile (len neurons, pointers offset to it) through T steps, in register blocks.
+// stage: room for T * kFwdLanes<acc_t, NV> + 64 bytes' worth of scalar_t, to stream the
+// spikes of whole blocks (streamable()) to spk; nullptr: plain stores (spk is a buffer
+// about to be read again).
 template <typename scalar_t, typename acc_t, bool VEC, bool STORE_U, int NV>
 void fwd_tile(const scalar_t* x, int64_t xs, int64_t T, int64_t N, int64_t len,
               const Tables<acc_t>& tb, int64_t cpos, const acc_t* v0, const acc_t* s0,
-              scalar_t* spk, int64_t ss, acc_t* u, acc_t* vlast, acc_t* slast) {
+              scalar_t* spk, int64_t ss, acc_t* u, acc_t* vlast, acc_t* slast, scalar_t* stage) {
   constexpr int W = kFwdLanes<acc_t, NV>;
+  constexpr int kRowBytes = W * int(sizeof(scalar_t));
   const int64_t P = tb.D.size();
+  scalar_t* st = stage ? align64(stage) : nullptr;
   for (int64_t j = 0; j < len; j += W) {
     const int n = int(std::min<int64_t>(W, len - j));
     const int64_t c = VEC ? cpos + j : cpos;
-#define SJ_GLIF_BLOCK(count)                                                                   \
+#define SJ_GLIF_BLOCK(out, os, count)                                                          \
   fwd_block<scalar_t, acc_t, VEC, STORE_U, NV>(                                                \
       x + j, xs, T, N, tb.D.data() + c, tb.GhD.data() + c, tb.L.data() + c, tb.R.data() + c,  \
       tb.th.data() + c, tb.K.data() + c, P, v0 + j, s0 + j,                                   \
-      spk + j, ss, STORE_U ? u + j : nullptr, vlast + j, slast + j, count)
-    if (n == W) {
-      SJ_GLIF_BLOCK(W);
+      out, os, STORE_U ? u + j : nullptr, vlast + j, slast + j, count)
+    if (n == W && st && streamable(spk + j, ss * int64_t(sizeof(scalar_t)), kRowBytes)) {
+      SJ_GLIF_BLOCK(st, W, W);
+      if constexpr (kRowBytes % 64 == 0) {
+        stream_rows<kRowBytes>(st, spk + j, ss * int64_t(sizeof(scalar_t)), T);
+      }
+    } else if (n == W) {
+      SJ_GLIF_BLOCK(spk + j, ss, W);
     } else {
-      SJ_GLIF_BLOCK(n);
+      SJ_GLIF_BLOCK(spk + j, ss, n);
     }
 #undef SJ_GLIF_BLOCK
   }
@@ -826,6 +908,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> glif_fwd(
     // the kernels are compiled for the compute dtype only: a 16-bit input is converted per
     // tile (x in, spikes out) so that it runs exactly the float32 arithmetic
     constexpr bool kDirect = std::is_same_v<scalar_t, acc_t>;
+    const bool stream = kStream && int64_t(spike.nbytes()) >= kStreamMinBytes;
     using Fn = decltype(&fwd_tile<acc_t, acc_t, true, true, SJ_GLIF_FWD_VECS>);
     const auto pick = [&](auto nv) -> Fn {
       constexpr int NV = decltype(nv)::value;
@@ -838,6 +921,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> glif_fwd(
                                 : pick(std::integral_constant<int, SJ_GLIF_FWD_VECS>{});
     at::parallel_for(0, l.ntiles, grain, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> xb(kDirect ? 0 : T * l.cap), sb(kDirect ? 0 : T * l.cap);
+      std::vector<acc_t> stage(T * kFwdLanes<acc_t, kFwdVecsLong> + 64 / sizeof(acc_t));
       const std::vector<acc_t> zeros(l.cap, acc_t(0));  // the zero state, when none is given
       for (int64_t i = begin; i < end; ++i) {
         int64_t base, len, cpos;
@@ -849,14 +933,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> glif_fwd(
           // (the same type here; the cast only lets the 16-bit instantiations compile: an
           // `if constexpr` in this non-template lambda does not discard its branch)
           tile(reinterpret_cast<const acc_t*>(xp) + base, l.N, T, l.N, len, tb, cpos, v0t, s0t,
-               reinterpret_cast<acc_t*>(sp) + base, l.N, ut, vl + base, sl + base);
+               reinterpret_cast<acc_t*>(sp) + base, l.N, ut, vl + base, sl + base,
+               stream ? stage.data() : nullptr);
         } else {
           to_compute(xp + base, l.N, xb.data(), T, len);
           tile(xb.data(), len, T, l.N, len, tb, cpos, v0t, s0t, sb.data(), len, ut, vl + base,
-               sl + base);
+               sl + base, nullptr);
           from_compute(sb.data(), sp + base, l.N, T, len);
         }
       }
+      stream_fence();
     });
   });
   return {spike, v_last, s_last, u_seq};
