@@ -366,42 +366,41 @@ inline __attribute__((always_inline)) void prefetch_row(const T* p) {
 // slower (it is bound by the core, and its blocks write one line per row). Only with AVX
 // (x86), for rows of whole cache lines at 64-byte-aligned addresses, and for outputs of at
 // least kStreamMinBytes; every other case keeps plain stores.
-#if defined(__AVX512F__) || defined(__AVX__)
+#if defined(__AVX512F__)
 constexpr bool kStream = true;
+constexpr int kStreamChunk = 64;  // bytes per streaming store
+inline __attribute__((always_inline)) void stream_chunk(char* d, const char* s) {
+  _mm512_stream_si512(reinterpret_cast<__m512i*>(d), _mm512_load_si512(s));
+}
+#elif defined(__AVX__)
+constexpr bool kStream = true;
+constexpr int kStreamChunk = 32;
+inline __attribute__((always_inline)) void stream_chunk(char* d, const char* s) {
+  _mm256_stream_si256(reinterpret_cast<__m256i*>(d),
+                      _mm256_load_si256(reinterpret_cast<const __m256i*>(s)));
+}
 #else
 constexpr bool kStream = false;
+constexpr int kStreamChunk = 64;
+inline void stream_chunk(char*, const char*) {}
 #endif
 
-// Whether rows of `bytes` bytes at p, p + stride, ... can be streamed.
-inline bool streamable(const void* p, int64_t stride_bytes, int64_t bytes) {
-  return kStream && bytes % 64 == 0 && reinterpret_cast<uintptr_t>(p) % 64 == 0 &&
-         stride_bytes % 64 == 0;
+// Whether rows at p, p + stride_bytes, ... start on cache lines.
+inline bool line_aligned(const void* p, int64_t stride_bytes) {
+  return reinterpret_cast<uintptr_t>(p) % 64 == 0 && stride_bytes % 64 == 0;
 }
 
-// rows x BYTES from a 64-byte-aligned packed buffer to dst (row stride ds_bytes), streamed.
+// rows x BYTES (whole cache lines) from a 64-byte-aligned packed buffer to dst (row stride
+// ds_bytes), streamed.
 template <int BYTES>
 inline __attribute__((always_inline)) void stream_rows(const void* src, void* dst,
                                                        int64_t ds_bytes, int64_t rows) {
   static_assert(BYTES % 64 == 0, "whole cache lines");
-#if defined(__AVX512F__)
   for (int64_t t = 0; t < rows; ++t) {
     const char* s = static_cast<const char*>(src) + t * BYTES;
     char* d = static_cast<char*>(dst) + t * ds_bytes;
-    for (int b = 0; b < BYTES; b += 64)
-      _mm512_stream_si512(reinterpret_cast<__m512i*>(d + b),
-                          _mm512_load_si512(reinterpret_cast<const void*>(s + b)));
+    for (int b = 0; b < BYTES; b += kStreamChunk) stream_chunk(d + b, s + b);
   }
-#elif defined(__AVX__)
-  for (int64_t t = 0; t < rows; ++t) {
-    const char* s = static_cast<const char*>(src) + t * BYTES;
-    char* d = static_cast<char*>(dst) + t * ds_bytes;
-    for (int b = 0; b < BYTES; b += 32)
-      _mm256_stream_si256(reinterpret_cast<__m256i*>(d + b),
-                          _mm256_load_si256(reinterpret_cast<const __m256i*>(s + b)));
-  }
-#else
-  (void)src, (void)dst, (void)ds_bytes, (void)rows;
-#endif
 }
 
 // Outputs from this many bytes are streamed. A smaller output may still be in the last-level
@@ -510,7 +509,7 @@ inline __attribute__((always_inline)) void fwd_block(
 
 // One tile (len neurons, pointers offset to it) through T steps, in register blocks.
 // stage: room for T * kFwdLanes<acc_t, NV> + 64 bytes' worth of scalar_t, to stream the
-// spikes of whole blocks (streamable()) to spk; nullptr: plain stores (spk is a buffer
+// spikes of whole, line-aligned blocks to spk; nullptr: plain stores (spk is a buffer
 // about to be read again).
 template <typename scalar_t, typename acc_t, bool VEC, bool STORE_U, int NV>
 void fwd_tile(const scalar_t* x, int64_t xs, int64_t T, int64_t N, int64_t len,
@@ -528,12 +527,15 @@ void fwd_tile(const scalar_t* x, int64_t xs, int64_t T, int64_t N, int64_t len,
       x + j, xs, T, N, tb.D.data() + c, tb.GhD.data() + c, tb.L.data() + c, tb.R.data() + c,  \
       tb.th.data() + c, tb.K.data() + c, P, v0 + j, s0 + j,                                   \
       out, os, STORE_U ? u + j : nullptr, vlast + j, slast + j, count)
-    if (n == W && st && streamable(spk + j, ss * int64_t(sizeof(scalar_t)), kRowBytes)) {
-      SJ_GLIF_BLOCK(st, W, W);
-      if constexpr (kRowBytes % 64 == 0) {
-        stream_rows<kRowBytes>(st, spk + j, ss * int64_t(sizeof(scalar_t)), T);
+    if constexpr (kStream && kRowBytes % 64 == 0) {
+      const int64_t ss_bytes = ss * int64_t(sizeof(scalar_t));
+      if (n == W && st && line_aligned(spk + j, ss_bytes)) {
+        SJ_GLIF_BLOCK(st, W, W);
+        stream_rows<kRowBytes>(st, spk + j, ss_bytes, T);
+        continue;
       }
-    } else if (n == W) {
+    }
+    if (n == W) {
       SJ_GLIF_BLOCK(spk + j, ss, W);
     } else {
       SJ_GLIF_BLOCK(spk + j, ss, n);
@@ -921,7 +923,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> glif_fwd(
                                 : pick(std::integral_constant<int, SJ_GLIF_FWD_VECS>{});
     at::parallel_for(0, l.ntiles, grain, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> xb(kDirect ? 0 : T * l.cap), sb(kDirect ? 0 : T * l.cap);
-      std::vector<acc_t> stage(T * kFwdLanes<acc_t, kFwdVecsLong> + 64 / sizeof(acc_t));
+      std::vector<acc_t> stage(stream ? T * kFwdLanes<acc_t, kFwdVecsLong> + 64 / sizeof(acc_t) : 0);
       const std::vector<acc_t> zeros(l.cap, acc_t(0));  // the zero state, when none is given
       for (int64_t i = begin; i < end; ++i) {
         int64_t base, len, cpos;
