@@ -166,6 +166,13 @@ LAYOUTS = [
     ((2, 3, 4, 5), 1, False),  # inner 20
     ((2, 4, 5, 3), -1, False),  # channel-last: channel-varying tiles
     ((2, 300), -1, False),  # channel-last, 300 channels: 2 tiles per row
+    # channel-last, many rows: the sums of up to 8 tiles of one segment are added before
+    # they are folded, in groups that end at work-item boundaries (2 and 3 segments per
+    # row; and 6, over the 4 segments that are grouped, folded per tile)
+    ((150, 300), -1, False),
+    ((60, 600), -1, False),
+    ((12, 1400), -1, False),
+    ((64, 40, 8), 1, False),  # inner 8 < 16, channel-varying tiles over 320 positions
     ((3, 2, 4), 1, False),  # inner 4 < 16: channel-varying tiles over C * inner
     ((3, 5), 0, False),  # channel first in the step (outer = 1)
     ((2, 1, 7), 1, False),  # one channel
@@ -280,13 +287,16 @@ def test_non_contiguous_input_equals_contiguous():
         assert torch.equal(a[1][n], b[1][n]), n
 
 
-@pytest.mark.parametrize("channel_dim", [1, -1])
-def test_deterministic_and_thread_count_independent(channel_dim):
+@pytest.mark.parametrize(
+    ("step", "channel_dim"),
+    [((4, 8, 32, 32), 1), ((4, 32 * 32, 8), -1), ((4, 96, 300), -1)],  # (last: 2 segments)
+    ids=str,
+)
+def test_deterministic_and_thread_count_independent(step, channel_dim):
     """Two runs are bitwise equal, and so are runs on 1 and 2 threads: the per-channel
     sums are reduced in a fixed order that does not depend on the thread count. The
     input is large enough to be split across threads."""
-    C = 8
-    step = (4, C, 32, 32) if channel_dim == 1 else (4, 32 * 32, C)
+    C = step[channel_dim]
     params = make_params(C, 4, dtype=F32, seed=41)
     x, v0, s0 = make_inputs((4, *step), dtype=F32, seed=42, scale=3.0)
     threads = torch.get_num_threads()
