@@ -347,6 +347,18 @@ constexpr int kBwdLanes = SJ_GLIF_BWD_VECS * kVecBytes / int(sizeof(acc_t));
 // each block's reverse loop (software pipelining; slower, 1.3-1.7 vs 1.0 ns with rect),
 // evaluating the surrogate in the recompute sweep into scratch (5-10 % slower), and a
 // step-major forward (the tile's state in L1, each step a contiguous run; 15-20 % slower).
+// Later, also not kept: every term of a step that does not depend on the carried gradient
+// (the surrogate included) computed for all steps in one pass before reverse time, so that
+// the exp/divide chains run T at a time (slower: 5 % with sigmoid, 30 % with rect; the
+// extra scratch stores cost more than the shorter chain saves), the spikes recomputed
+// from u in reverse time instead of stored (no gain), the next block's membranes
+// recomputed before this block's reverse time (no consistent gain), blocks of 32-byte
+// vectors (15-25 % slower), and, for T >= 16, prefetching a few steps ahead inside the
+// block (slower). A known slow case: at T = 32 with a step stride that is a multiple of
+// 4 KiB, every row of a block falls in one cache set of L1 and L2, and the backward runs
+// up to 2.5x slower than with an odd stride ([32, 16, 64, 16, 16] against
+// [32, 15, 65, 16, 17], rect: 2.3 against 0.9 ns per element; sigmoid 2.0 against 1.4).
+// Huge pages do not change it, so it is not the TLB.
 // The backward costs about the same per element on an L2- or L3-resident input as at
 // [8, 32, 128, 32, 32], and dropping grad_spike's reads saves under 10 %: it is bound by
 // the core, not by memory: one Zen 4 thread runs about 1 instruction per cycle through
