@@ -354,11 +354,14 @@ constexpr int kBwdLanes = SJ_GLIF_BWD_VECS * kVecBytes / int(sizeof(acc_t));
 // from u in reverse time instead of stored (no gain), the next block's membranes
 // recomputed before this block's reverse time (no consistent gain), blocks of 32-byte
 // vectors (15-25 % slower), and, for T >= 16, prefetching a few steps ahead inside the
-// block (slower). A known slow case: at T = 32 with a step stride that is a multiple of
-// 4 KiB, every row of a block falls in one cache set of L1 and L2, and the backward runs
-// up to 2.5x slower than with an odd stride ([32, 16, 64, 16, 16] against
-// [32, 15, 65, 16, 17], rect: 2.3 against 0.9 ns per element; sigmoid 2.0 against 1.4).
-// Huge pages do not change it, so it is not the TLB.
+// block (slower). A known slow case, not diagnosed: at [32, 16, 64, 16, 16] (a step of
+// 1 MiB) the backward runs up to 2.5x slower per element than at [32, 15, 65, 16, 17]
+// (rect: 2.3 against 0.9 ns per element; sigmoid 2.0 against 1.4). Each of the x, spike
+// gradient and dx streams adds to it. Huge pages do not change it (not the TLB), nor does
+// staging each tile's rows through padded buffers; channel-last [32, 32, 196, 128], whose
+// step is also a multiple of 4 KiB (but not of 1 MiB), is not slow, so it is not the L1
+// or L2 sets alone: likely rows that share a set in a cache indexed by higher address
+// bits.
 // The backward costs about the same per element on an L2- or L3-resident input as at
 // [8, 32, 128, 32, 32], and dropping grad_spike's reads saves under 10 %: it is bound by
 // the core, not by memory: one Zen 4 thread runs about 1 instruction per cycle through
