@@ -349,7 +349,7 @@ constexpr int kBwdLanes = SJ_GLIF_BWD_VECS * kVecBytes / int(sizeof(acc_t));
 // step-major forward (the tile's state in L1, each step a contiguous run; 15-20 % slower).
 // Later, also not kept: every term of a step that does not depend on the carried gradient
 // (the surrogate included) computed for all steps in one pass before reverse time, so that
-// the exp/divide chains run T at a time (slower: 5 % with sigmoid, 30 % with rect; the
+// the exp/divide chains run T at a time (slower: 5-19 % with sigmoid, 37-45 % with rect; the
 // extra scratch stores cost more than the shorter chain saves), the spikes recomputed
 // from u in reverse time instead of stored (no gain), the next block's membranes
 // recomputed before this block's reverse time (no consistent gain), blocks of 32-byte
