@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check, sized for a lent CUDA machine (under 8 minutes in all): the GPU-marked
-# tests, then `sj-glif bench --device cuda --quick` (the headline case [T=8, B=32, C=128,
+# The GPU check, sized for a lent CUDA machine (under 8 minutes in all): the kernel tests
+# on the GPU and the GPU-marked tests, then `sj-glif bench --device cuda --quick` (the headline case [T=8, B=32, C=128,
 # 32, 32] in float32 and bfloat16: end-to-end training steps of every provider, GLIF
 # (Triton) kernel time by CUDA-graph replay, a 1 GiB copy for the bandwidth). Results go
 # to $OUT (the device tool's folder) or bench/results/gpu, each benchmark case appended to
@@ -36,11 +36,16 @@ if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
-# 2. versions, then the GPU-marked tests (at most 150 s); only the files that have them,
-#    so a module needing what the GPU image lacks cannot stop the collection
-gpu_tests=$(grep -l "pytest.mark.gpu" tests/test_*.py | tr '\n' ' ')
+# 2. versions, then the kernel tests (at most 180 + 60 s): all of tests/test_kernels.py, which on
+#    a CUDA machine runs every kernel feature compiled on the GPU, and the GPU-marked tests
+#    of the other files that have them (only those files, so a module needing what the GPU
+#    image lacks cannot stop the collection); over 8 workers where pytest-xdist is installed
+#    (the kernels' compile time dominates)
+gpu_tests=$(grep -l "pytest.mark.gpu" tests/test_*.py | grep -v test_kernels.py | tr '\n' ' ')
 collect=""
 [ "$dry" = 1 ] && collect="--collect-only"
+workers=""
+[ "$dry" != 1 ] && "$py" -c "import xdist" 2>/dev/null && workers="-n 8"
 {
   s=0
   timeout 30 "$py" - <<'PY' || s=1
@@ -50,19 +55,35 @@ print("torch", torch.__version__, "triton", triton.__version__, "cuda", torch.ve
 print("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")
 PY
   # shellcheck disable=SC2086
-  timeout 150 "$py" -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors \
-    $collect $gpu_tests || s=1
+  timeout 180 "$py" -m pytest -q -rfE -p no:cacheprovider --durations=5 $workers $collect \
+    tests/test_kernels.py || s=1
+  # shellcheck disable=SC2086
+  timeout 60 "$py" -m pytest -q -rfE -m gpu -p no:cacheprovider \
+    --continue-on-collection-errors $collect $gpu_tests || s=1
   exit $s
 } 2>&1 | tee "$out/gpu_tests.txt" || status=1
 
-# 3. the benchmark (at most 220 s; on the timeout's SIGTERM it writes the summary of the
+# 3. the benchmark (at most 180 s; on the timeout's SIGTERM it writes the summary of the
 #    cases it finished, and -k kills it 20 s later if that hangs)
 if [ "$dry" = 1 ]; then
   args=(--device cpu --providers glif_torch gated_lif --dtypes float32 --T 2 --sizes 2x3x4x4
         --reps 2 --warmup 0 --copy-mib 1)
+  sweep=(--device cpu --providers glif_torch --dtypes float32 --T 2 3 --sizes 2x3x4x4
+         --reps 2 --warmup 0 --copy-mib 1)
 else
   args=(--device cuda --quick)
+  # 4. the size sweep (at most 90 s): the Triton kernels against eager GatedLIFNode and
+  #    LIFNode at T = 4, 8, 16 on the headline size and one 4x as large, both dtypes
+  sweep=(--device cuda --providers glif_triton gated_lif sj_lif --T 4 8 16
+         --sizes 32x128x32x32 64x256x32x32 --dtypes float32 bfloat16 --reps 20 --warmup 3)
 fi
-timeout -k 20 220 "$py" -m sj_glif.cli bench "${args[@]}" --no-progress --out "$out" 2>&1 \
+timeout -k 20 180 "$py" -m sj_glif.cli bench "${args[@]}" --no-progress --out "$out" 2>&1 \
   | tee "$out/bench.txt" || status=1
+# the device tool brings back 8 files: summary.txt repeats bench.txt's end, and the sweep's
+# own files (its printed output as sweep.txt) travel as one archive, sweep.tar.gz
+rm -f "$out/summary.txt"
+sweep_dir=$(mktemp -d)
+timeout -k 20 90 "$py" -m sj_glif.cli bench "${sweep[@]}" --no-progress --out "$sweep_dir" \
+  2>&1 | tee "$sweep_dir/sweep.txt" || status=1
+tar -czf "$out/sweep.tar.gz" -C "$sweep_dir" . || status=1
 exit $status

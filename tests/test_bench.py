@@ -305,3 +305,34 @@ def test_cpu_training_step_writes_to_its_own_folder_by_default(tmp_path):
         env=env,
     )
     assert bad.returncode == 2 and "positive integer" in bad.stderr
+
+
+def _gpu_tune():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_tune", ROOT / "bench" / "gpu_tune.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_tune_variants_and_table():
+    """``bench/gpu_tune.py`` (runs on CUDA only): every (elements per thread, warps) pair of
+    both kernels, layouts and dtypes, backward tiles capped at 1024 elements; the table
+    marks the fastest pair, shows failed variants and the configuration in the code."""
+    tune = _gpu_tune()
+    vs = tune.variants()
+    assert len(vs) == len(set(vs)) == 2 * 2 * (16 + 13)
+    assert all(e * w <= 32 for k, _, _, e, w in vs if k == "bwd")
+    case = next(iter(tune.CASES))
+    rows = [
+        dict(kernel="fwd", case=case, dtype="float32", ept=4, warps=8, ms=0.2, pct_copy=40.0),
+        dict(kernel="fwd", case=case, dtype="float32", ept=2, warps=4, ms=0.1, pct_copy=80.0),
+        dict(kernel="fwd", case=case, dtype="float32", ept=1, warps=2, error="OutOfResources"),
+    ]
+    env = dict(date="d", gpu="g", torch="t", triton="tr", python="p", copy_gbps=1000.0)
+    md = tune.markdown(env, rows, {("fwd", "cf", 4): (4, 8)})
+    assert f"## forward, {case}, float32 (in the code now: (4, 8))" in md
+    assert "| 2 |  | **0.100 (80 %)** |  |  |" in md
+    assert "| 4 |  |  | 0.200 (40 %) |  |" in md and "| 1 | error |" in md
+    assert md.count("## ") == 1  # no rows, no table

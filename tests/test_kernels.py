@@ -1,15 +1,18 @@
 """The Triton launchers ``glif_fwd``/``glif_bwd`` against the autograd reference.
 
 Without CUDA the kernels run under Triton's interpreter on CPU tensors (see
-``conftest.py``), so shapes are tiny. Every comparison covers all outputs and all
-gradients from one scalar loss over spikes, membranes, the final membrane and the
-final spike. Buffers the launchers allocate are poisoned with NaN, so an element a
-kernel forgets to write shows up as a mismatch.
+``conftest.py``), so shapes are tiny. On a CUDA machine every test here runs the compiled
+kernels on the GPU instead (``kernels_on_the_gpu``): the cases stay on the CPU, the
+launchers' tensors go to the GPU with their strides, and the results come back. Every
+comparison covers all outputs and all gradients from one scalar loss over spikes,
+membranes, the final membrane and the final spike. Buffers the launchers allocate are
+poisoned with NaN, so an element a kernel forgets to write shows up as a mismatch.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import pytest
@@ -48,6 +51,55 @@ def nan_poisoned_buffers(monkeypatch):
     monkeypatch.setattr(
         glif, "_empty_as", lambda t: empty_nan(t.shape, dtype=t.dtype, device=t.device)
     )
+
+
+# Where the launchers run in this file: the GPU when there is one. SJ_GLIF_TEST_KERNEL_DEVICE
+# =cpu routes them through the same moving wrapper on the CPU (how the wrapper is tested
+# without a GPU).
+_KERNEL_DEVICE = os.environ.get("SJ_GLIF_TEST_KERNEL_DEVICE") or (
+    "cuda" if torch.cuda.is_available() else ""
+)
+_LAUNCHERS = {"glif_fwd": glif.glif_fwd, "glif_bwd": glif.glif_bwd}
+
+
+def _to_device(t, device: torch.device):
+    """``t`` on ``device`` with its own strides, offset and storage (a stride-0 expanded or
+    permuted view stays one), as a fresh copy: ``Tensor.to`` would make it dense."""
+    if not isinstance(t, torch.Tensor):
+        return t
+    storage = t.untyped_storage()
+    storage = storage.cuda() if device.type == "cuda" else storage.clone()
+    moved = torch.empty(0, dtype=t.dtype, device=device)
+    return moved.set_(storage, t.storage_offset(), t.shape, t.stride())
+
+
+def _moving(launcher, device: torch.device):
+    def run(*args, **kwargs):
+        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        if not all(t.device.type == "cpu" for t in tensors):
+            return launcher(*args, **kwargs)  # a test that placed its own tensors
+        out = launcher(
+            *(_to_device(a, device) for a in args),
+            **{k: _to_device(v, device) for k, v in kwargs.items()},
+        )
+        return type(out)(o.cpu() if isinstance(o, torch.Tensor) else o for o in out)
+
+    return run
+
+
+@pytest.fixture(autouse=True)
+def kernels_on_the_gpu(monkeypatch):
+    """On a CUDA machine, the launchers (and the op's Triton branch, which calls them) take
+    the tests' CPU tensors to the GPU and hand the results back on the CPU."""
+    if not _KERNEL_DEVICE:
+        return
+    device = torch.device(_KERNEL_DEVICE)
+    for name, launcher in _LAUNCHERS.items():
+        monkeypatch.setattr(glif, name, _moving(launcher, device))
+    from sj_glif import ops
+
+    # CPU tensors with backend="triton" reach the kernels (the interpreter's route)
+    monkeypatch.setattr(ops, "_interpreter_on", lambda: True)
 
 
 @pytest.fixture
@@ -721,7 +773,9 @@ def test_launches_and_host_ops(monkeypatch, layerwise):
     filled zero state, no copies, no host reductions, no clones)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    # not the NaN-filling test allocators
+    # the launchers themselves on CPU tensors (nothing launches), with torch's allocators
+    for name, launcher in _LAUNCHERS.items():
+        monkeypatch.setattr(glif, name, launcher)
     monkeypatch.setattr(glif, "_empty", torch.empty)
     monkeypatch.setattr(
         glif, "_empty_as", lambda t: torch.empty_like(t, memory_format=torch.contiguous_format)
@@ -864,3 +918,25 @@ def test_bwd_op_recomputes_an_unstored_membrane():
     ]
     for name, a, b in zip(GRAD_NAMES, *grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
+
+
+# --------------------------------------------------------------------------- the GPU harness
+
+
+def test_moving_wrapper_keeps_strides_and_copies():
+    """What ``kernels_on_the_gpu`` hands the launchers: the same values with the same
+    strides and offset (a stride-0 expanded or permuted view stays one), in a storage of
+    its own; tuples of results come back with None kept."""
+    base = torch.arange(24.0).view(2, 3, 4)
+    for t in (base.permute(2, 0, 1), base[:, 1:, ::2], torch.randn(3, 1).expand(3, 5)):
+        moved = _to_device(t, torch.device("cpu"))
+        assert moved.stride() == t.stride() and moved.storage_offset() == t.storage_offset()
+        assert torch.equal(moved, t)
+        assert moved.untyped_storage().data_ptr() != t.untyped_storage().data_ptr()
+    seen = []
+    run = _moving(lambda *a, **k: seen.append((a, k)) or (a[0] + 1, None), torch.device("cpu"))
+    out = run(base, None, flag=3, w=base[0])
+    assert torch.equal(out[0], base + 1) and out[1] is None
+    ((a, k),) = seen
+    assert a[1] is None and k["flag"] == 3 and torch.equal(k["w"], base[0])
+    assert a[0].untyped_storage().data_ptr() != base.untyped_storage().data_ptr()
