@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The GPU check, sized for a lent CUDA machine (under 8 minutes in all): the kernel tests
-# on the GPU and the GPU-marked tests, then `sj-glif bench --device cuda --quick` (the headline case [T=8, B=32, C=128,
-# 32, 32] in float32 and bfloat16: end-to-end training steps of every provider, GLIF
-# (Triton) kernel time by CUDA-graph replay, a 1 GiB copy for the bandwidth). Results go
-# to $OUT (the device tool's folder) or bench/results/gpu, each benchmark case appended to
-# bench.jsonl / bench.csv as it completes. A failing test does not stop the benchmark;
-# each step has its own timeout; the exit status is 1 if any step failed.
+# The GPU check, sized for a lent CUDA machine (its steps' timeouts add up to 10 minutes;
+# it took 2.6 on an H200): the kernel tests on the GPU and the GPU-marked tests, then
+# `sj-glif bench --device cuda --quick` (the headline case [T=8, B=32, C=128, 32, 32] in
+# float32 and bfloat16: end-to-end training steps of every provider, GLIF (Triton) kernel
+# time by CUDA-graph replay, a 1 GiB copy for the bandwidth), then a size sweep. Results
+# go to $OUT (the device tool's folder; it brings back 8 files, so the sweep's come as
+# sweep.tar.gz) or bench/results/gpu, each benchmark case appended to bench.jsonl /
+# bench.csv as it completes. A failing test does not stop the benchmark; each step has its
+# own timeout; the exit status is 1 if any step failed.
 #
 # Runs from any checkout, with nothing of sj-glif installed: Python runs from the
 # repository root with PYTHONPATH=$PWD (sj_glif registers the top-level kernels/ as
@@ -14,7 +16,7 @@
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_28_x86_64 -d .whl \
-#     spikingjelly==2.0.0 loguru==0.7.3 tqdm
+#     spikingjelly==2.0.0 loguru==0.7.3 SciencePlots==2.2.2
 # then run with carry [".whl"]:  bash bench/gpu_check.sh
 #
 # SJ_GLIF_GPU_CHECK_DRY=1 runs the same steps on the CPU (tests collected, not run; a tiny
