@@ -365,7 +365,13 @@ constexpr int kBwdLanes = SJ_GLIF_BWD_VECS * kVecBytes / int(sizeof(acc_t));
 // The backward costs about the same per element on an L2- or L3-resident input as at
 // [8, 32, 128, 32, 32], and dropping grad_spike's reads saves under 10 %: it is bound by
 // the core, not by memory (one L1-resident tile, timed alone: 1.0-1.2 ns per element at
-// T = 8 with sigmoid, against about 1.3 in the op on a large input).
+// T = 8 with sigmoid, against about 1.3 in the op on a large input). What bounds it is
+// the count of vector operations: with AVX-512 and sigmoid, a reverse step compiles to
+// about 44 per vector of 16 neurons, some 24 of them the surrogate's exp and divide, and
+// the recompute step to about 12 more. A Newton reciprocal in place of the divide (seven
+// multiply-adds for one divide) ran the backward 12 % slower: the divide's latency is
+// hidden, only issue slots count. Reading float32 x itself in reverse time instead of its
+// scratch copy (one store less per step) gained 0-5 %, within noise: not kept.
 #ifndef SJ_GLIF_PREFETCH_BYTES
 #define SJ_GLIF_PREFETCH_BYTES 256
 #endif
