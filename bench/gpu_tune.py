@@ -89,7 +89,7 @@ def _runner(kernel: str, case: str, dtype: str, ept: int, warps: int):
             sg_alpha=4.0,
             detach_reset=False,
             **kw,
-        ),  # fmt: skip
+        ),
         x,
     )
 
@@ -107,21 +107,13 @@ def compile_part(part: int, parts: int) -> None:
     torch.cuda.synchronize()
 
 
-def _copy_gbps(do_bench) -> float:
-    """GB/s (read + write) of one device-to-device copy of a 1 GiB buffer."""
-    import torch  # noqa: PLC0415
-
-    src = torch.empty(2**30, dtype=torch.uint8, device="cuda")
-    dst = torch.empty_like(src)
-    ms = do_bench(lambda: dst.copy_(src), rep=200, return_mode="median")
-    return 2 * src.numel() / (ms * 1e-3) / 1e9
-
-
 def measure(out: Path, workers: int) -> None:
     import sj_glif.kernels.glif as glif  # noqa: PLC0415
     import torch  # noqa: PLC0415
     import triton  # noqa: PLC0415
-    from triton.testing import do_bench, do_bench_cudagraph  # noqa: PLC0415
+    from triton.testing import do_bench_cudagraph  # noqa: PLC0415
+
+    from sj_glif import bench  # noqa: PLC0415
 
     in_code = dict(glif._CONFIG)  # before the variants overwrite it
     t0 = time.perf_counter()
@@ -136,7 +128,7 @@ def measure(out: Path, workers: int) -> None:
     if failed:
         print(f"compile workers failed: {failed}", flush=True)
 
-    copy_gbps = _copy_gbps(do_bench)
+    copy_gbps = bench.copy_gbps(torch.device("cuda"))  # the 1 GiB copy of sj-glif bench
     rows = []
     for v in variants():
         kernel, case, dtype, ept, warps = v
